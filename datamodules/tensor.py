@@ -1,0 +1,207 @@
+"""Data held as tensors on the model's device; a batch is an index slice ``x[idx]``.
+
+No Dataset, no collate, no worker processes: the whole set is moved to the device once in
+``setup`` and every batch is one gather. Full batch (``batch_size=None``) gives plain gradient
+descent with one step per epoch. Shuffled minibatches visit every sample exactly once per
+epoch, in an order fixed by ``(seed, epoch)`` so a resumed run sees the same batches. Under
+DDP each rank keeps only its own shard (samples ``rank, rank + world_size, ...``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import pytorch_lightning as pl
+import torch
+
+
+@dataclass
+class Split:
+    """One split of a data set: inputs ``x`` (n, ...) and targets ``y`` (n,) or (n, k)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+    def shard(self, rank: int, world_size: int, equal: bool = False) -> "Split":
+        """Samples ``rank, rank + world_size, ...``; ``equal`` drops the remainder so all ranks
+        hold the same count (and so take the same number of steps)."""
+        stop = len(self) - len(self) % world_size if equal else len(self)
+        return Split(self.x[rank:stop:world_size], self.y[rank:stop:world_size])
+
+
+class EpochPermutation:
+    """Index batches of ``range(n)``: shuffled by ``(seed, epoch)`` or in order.
+
+    Lightning calls ``set_epoch`` before each training epoch (it looks for ``loader.sampler``).
+    """
+
+    def __init__(self, n: int, batch_size: Optional[int], shuffle: bool, seed: int) -> None:
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.batch_size = n if batch_size is None else min(batch_size, n)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Optional[torch.Tensor]]:
+        if self.batch_size == self.n:  # full batch: no gather at all
+            yield None
+            return
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        else:
+            order = torch.arange(self.n)
+        yield from order.split(self.batch_size)
+
+
+class TensorBatches:
+    """An iterable of ``(x[idx], y[idx])`` batches over a :class:`Split`; Lightning takes it as a loader."""
+
+    def __init__(self, split: Split, batch_size: Optional[int], shuffle: bool = False, seed: int = 0) -> None:
+        self.split = split
+        self.sampler = EpochPermutation(len(split), batch_size, shuffle, seed)
+        self.batch_sampler = None  # Lightning inspects loaders for these two attributes
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.split.x, self.split.y
+        for idx in self.sampler:
+            if idx is None:
+                yield x, y
+            else:
+                idx = idx.to(x.device)
+                yield x[idx], y[idx]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Base DataModule: subclasses build ``(train, test)`` :class:`Split` s in :meth:`build`.
+
+    Args:
+        n_train, n_test: number of training and test samples.
+        batch_size: minibatch size; ``None`` means full batch (gradient descent).
+        seed: fixes the data and the minibatch order.
+        label_noise: fraction of *train* labels replaced by a different class, chosen uniformly
+            (classification only; exactly ``round(label_noise * n_train)`` labels; their indices
+            are kept in ``corrupted_indices``).
+        eval_batch_size: chunk size of the full-set evaluation passes (memory bound only).
+
+    Raises:
+        ValueError: on non-positive sizes or ``label_noise`` outside [0, 1].
+    """
+
+    #: Subclasses that produce class labels set this to True and define ``num_classes``.
+    classification: bool = False
+
+    def __init__(
+        self,
+        n_train: int = 1024,
+        n_test: int = 1024,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        label_noise: float = 0.0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        super().__init__()
+        for name, value in (("n_train", n_train), ("n_test", n_test), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Expected argument `{name}` to be a positive integer but got {value!r}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
+            raise ValueError(f"Expected argument `batch_size` to be a positive integer or null (full batch) but got {batch_size!r}")
+        if not 0.0 <= label_noise <= 1.0:
+            raise ValueError(f"Expected argument `label_noise` to be in [0, 1] but got {label_noise!r}")
+        if label_noise > 0 and not self.classification:
+            raise ValueError(f"Expected argument `label_noise` to be 0 for the regression data {type(self).__name__} but got {label_noise!r}")
+        self.n_train, self.n_test, self.batch_size, self.seed = n_train, n_test, batch_size, seed
+        self.label_noise, self.eval_batch_size = label_noise, eval_batch_size
+        self.train: Optional[Split] = None
+        self.test: Optional[Split] = None
+        self.corrupted_indices = torch.empty(0, dtype=torch.long)
+
+    # ---- what subclasses provide -------------------------------------------------------------
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        """Return the (train, test) splits on the CPU, drawn from ``generator`` only."""
+        raise NotImplementedError
+
+    @property
+    def input_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_dim(self) -> int:
+        """Number of network outputs: 1 for binary labels and scalar regression, else the class count."""
+        if self.classification:
+            return 1 if self.num_classes == 2 else self.num_classes
+        raise NotImplementedError
+
+    # ---- shared machinery ------------------------------------------------------------------------
+    def prepare_splits(self) -> None:
+        """Build the CPU splits once (idempotent) and apply the label noise."""
+        if self.train is not None:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        train, test = self.build(generator)
+        if self.label_noise > 0:
+            train, self.corrupted_indices = corrupt_labels(train, self.label_noise, self.num_classes, generator)
+        self.train, self.test = train, test
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self.prepare_splits()
+        trainer = self.trainer
+        if trainer is None:
+            return
+        device = trainer.strategy.root_device
+        rank, world = trainer.global_rank, trainer.world_size
+        # Each rank keeps its own shard of the training set; the evaluation sets too, and the
+        # metrics (torchmetrics) reduce across ranks.
+        self._train_dev = self.train.shard(rank, world, equal=True).to(device)
+        self._train_eval_dev = self.train.shard(rank, world).to(device)
+        self._test_dev = self.test.shard(rank, world).to(device)
+
+    def _split_on_device(self, name: str) -> Split:
+        split = getattr(self, f"_{name}_dev", None)
+        if split is None:  # used without a Trainer
+            self.prepare_splits()
+            split = getattr(self, name.removesuffix("_eval"))
+        return split
+
+    def train_dataloader(self) -> TensorBatches:
+        return TensorBatches(self._split_on_device("train"), self.batch_size, shuffle=True, seed=self.seed)
+
+    def val_dataloader(self) -> list[TensorBatches]:
+        """Full-set evaluation after each epoch: the train set (index 0), then the test set (index 1)."""
+        return [
+            TensorBatches(self._split_on_device("train_eval"), self.eval_batch_size),
+            TensorBatches(self._split_on_device("test"), self.eval_batch_size),
+        ]
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(self._split_on_device("test"), self.eval_batch_size)
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "corrupted_indices": self.corrupted_indices}
+
+
+def corrupt_labels(split: Split, fraction: float, num_classes: int, generator: torch.Generator) -> tuple[Split, torch.Tensor]:
+    """Replace exactly ``round(fraction * n)`` labels by a uniformly drawn *different* class.
+
+    Returns the corrupted split and the sorted indices of the replaced labels.
+    """
+    n = len(split)
+    n_bad = int(round(fraction * n))
+    idx = torch.randperm(n, generator=generator)[:n_bad].sort().values
+    y = split.y.clone()
+    shift = torch.randint(1, num_classes, (n_bad,), generator=generator)
+    y[idx] = (y[idx] + shift) % num_classes
+    return Split(split.x, y), idx
