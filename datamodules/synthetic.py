@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+import re
+from typing import Literal, Optional
 
+import numpy as np
 import torch
 
 from datamodules.tensor import Split, TensorDataModule
@@ -13,6 +16,12 @@ from lightning_modules.nets.mlp import Activation, TwoLayerMLP
 def _positive_int(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         raise ValueError(f"Expected argument `{name}` to be a positive integer but got {value!r}")
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    """A generator for one named use of ``seed`` (support, direction, embedding), independent of
+    the data stream that :meth:`TensorDataModule.build` draws from ``seed`` itself."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
 
 class GaussianMixture(TensorDataModule):

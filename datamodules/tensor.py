@@ -53,7 +53,7 @@ class EpochPermutation:
         return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[Optional[torch.Tensor]]:
-        if self.batch_size == self.n:  # full batch: no gather at all
+        if self.batch_size == self.n:  # full batch: the mean gradient ignores order, so no gather
             yield None
             return
         if self.shuffle:

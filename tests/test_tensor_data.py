@@ -1,0 +1,85 @@
+"""Tensor DataModule: index-slice batches, per-epoch seeded order, DDP shards; synthetic sets."""
+
+import torch
+import pytest
+
+from datamodules.synthetic import GaussianMixture, TeacherStudent
+from datamodules.tensor import EpochPermutation, Split, TensorBatches
+
+
+def epoch_batches(n, batch_size, seed, epoch):
+    perm = EpochPermutation(n, batch_size, shuffle=True, seed=seed)
+    perm.set_epoch(epoch)
+    return [torch.arange(n) if idx is None else idx for idx in perm]  # None = the whole set, no gather
+
+
+@pytest.mark.parametrize("n, batch_size", [(100, 32), (64, 64), (7, 3), (1000, 1)])
+def test_minibatches_cover_every_sample_once_per_epoch(n, batch_size):
+    batches = epoch_batches(n, batch_size, seed=3, epoch=2)
+    assert len(batches) == -(-n // batch_size)
+    assert all(len(b) == batch_size for b in batches[:-1])
+    assert torch.equal(torch.cat(batches).sort().values, torch.arange(n))
+
+
+def test_order_is_fixed_by_seed_and_epoch():
+    same = [torch.cat(epoch_batches(50, 8, seed=1, epoch=4)) for _ in range(2)]
+    assert torch.equal(same[0], same[1])
+    assert not torch.equal(same[0], torch.cat(epoch_batches(50, 8, seed=1, epoch=5)))
+    assert not torch.equal(same[0], torch.cat(epoch_batches(50, 8, seed=2, epoch=4)))
+
+
+def test_batches_are_slices_of_the_tensors_and_full_batch_is_the_whole_set():
+    x, y = torch.randn(10, 3), torch.arange(10)
+    loader = TensorBatches(Split(x, y), batch_size=4, shuffle=True, seed=0)
+    for xb, yb in loader:
+        assert torch.equal(xb, x[yb])  # y is the sample index here
+    (xb, yb), = list(TensorBatches(Split(x, y), batch_size=None))
+    assert xb is x and yb is y
+
+
+def test_ddp_shards_partition_the_data_with_equal_step_counts():
+    split = Split(torch.arange(103.0)[:, None], torch.arange(103))
+    shards = [split.shard(rank, 4, equal=True) for rank in range(4)]
+    assert len({len(s) for s in shards}) == 1  # same number of steps on every rank
+    taken = torch.cat([s.y for s in shards])
+    assert len(taken) == 100 and len(set(taken.tolist())) == 100
+    assert sum(len(split.shard(rank, 4)) for rank in range(4)) == 103  # evaluation keeps all
+
+
+def test_gaussian_mixture_xor_labels_and_geometry():
+    dm = GaussianMixture(dim=8, n_clusters=4, cluster_std=0.0, xor=True, n_train=400, n_test=10, seed=0)
+    dm.prepare_splits()
+    means = dm.cluster_means(torch.Generator().manual_seed(0))
+    assert torch.allclose(means @ means.T, torch.tensor([[1.0, -1, 0, 0], [-1, 1, 0, 0], [0, 0, 1, -1], [0, 0, -1, 1]]), atol=1e-6)
+    # std 0: every point is a mean; antipodal means share a label, orthogonal pairs differ.
+    x, y = dm.train.x, dm.train.y
+    sign_on_first_axis = (x @ means[0]).round()
+    assert torch.equal(y[sign_on_first_axis != 0], torch.zeros_like(y[sign_on_first_axis != 0]))
+    assert torch.equal(y[sign_on_first_axis == 0], torch.ones_like(y[sign_on_first_axis == 0]))
+    assert dm.num_classes == 2 and dm.output_dim == 1 and dm.input_dim == 8
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    def data(seed):
+        dm = GaussianMixture(dim=5, n_train=20, n_test=20, seed=seed)
+        dm.prepare_splits()
+        return dm.train.x
+
+    assert torch.equal(data(0), data(0)) and not torch.equal(data(0), data(1))
+
+
+def test_teacher_student_targets_are_the_teacher_outputs_plus_noise():
+    dm = TeacherStudent(dim=6, teacher_width=3, output_dim=2, noise_std=0.0, n_train=50, n_test=20, seed=4)
+    dm.prepare_splits()
+    assert torch.allclose(dm.train.y, dm.teacher(dm.train.x))
+    noisy = TeacherStudent(dim=6, teacher_width=3, output_dim=2, noise_std=0.5, n_train=2000, n_test=20, seed=4)
+    noisy.prepare_splits()
+    residual = noisy.train.y - noisy.teacher(noisy.train.x)
+    assert residual.std().item() == pytest.approx(0.5, rel=0.05)
+    assert dm.output_dim == 2 and not dm.classification
+
+
+@pytest.mark.parametrize("kwargs, field", [({"n_train": 0}, "n_train"), ({"batch_size": -1}, "batch_size"), ({"label_noise": 1.5}, "label_noise"), ({"n_clusters": 3}, "n_clusters")])
+def test_bad_data_arguments_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+        GaussianMixture(**kwargs)
