@@ -33,4 +33,4 @@ class TrainTestGap(pl.Callback):
             return
         gaps = generalization_gaps(trainer.callback_metrics)
         if gaps:
-            pl_module.log_dict(gaps)
+            pl_module.log_dict(gaps, sync_dist=trainer.world_size > 1)

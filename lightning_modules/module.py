@@ -157,7 +157,7 @@ class SupervisedModule(pl.LightningModule):
                     values[f"{split}/{what}"] = metric.compute()
                 metric.reset()
         if values:
-            self.log_dict(values)
+            self.log_dict(values, sync_dist=self.trainer.world_size > 1)  # equal on all ranks already
         return values
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -97,3 +97,17 @@ def test_condense_error_keeps_path_and_reason():
         "            Expected a <class 'int'>. Got value: abc\n    - Expected a <class 'NoneType'>\n  Given value type: str"
     )
     assert condense_error(message) == "model.net.width: Expected a <class 'int'>. Got value: abc"
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """Full batch under DDP: each rank takes its shard and gradients are averaged, so two ranks
+    follow the same trajectory as one process (up to float reduction order)."""
+    common = ["--trainer.max_epochs", "5", "--trainer.enable_progress_bar", "false", "--data.n_train", "256", "--data.n_test", "128"]
+    summaries = {}
+    for name, extra in (("one", []), ("ddp", ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"])):
+        root = tmp_path / name
+        result = subprocess.run([*TRAIN, *common, *extra, "--trainer.default_root_dir", str(root)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        summaries[name] = json.loads(next(root.rglob("summary.json")).read_text())["metrics"]
+    for tag in ("train/loss", "test/loss", "train/acc", "test/acc"):
+        assert summaries["ddp"][tag] == pytest.approx(summaries["one"][tag], rel=1e-4), tag

@@ -1,0 +1,203 @@
+"""Benchmarks as side-by-side ratios: ``python scripts/benchmark.py [--quick] [--out results.json]``.
+
+Every figure is ours / reference (or reference / ours) measured in the same process, one after
+the other, so that the machine's speed cancels. Results go to stdout as a table and to a JSON
+file ``{"machine", "torch", "device", "results": [{name, ours, reference, unit, ratio, target,
+meets_target}]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+
+from callbacks.gaps import TrainTestGap  # noqa: E402
+from datamodules.synthetic import GaussianMixture  # noqa: E402
+from lightning_modules import losses  # noqa: E402
+from lightning_modules.cli import SummaryLogger  # noqa: E402
+from lightning_modules.module import SupervisedModule  # noqa: E402
+from lightning_modules.nets.mlp import TwoLayerMLP  # noqa: E402
+
+
+def row(name: str, ours: float, reference: float, unit: str, ratio: float, target: str, note: str = "") -> dict:
+    """One result; ``target`` is like "<= 1.15" or ">= 20" and applies to ``ratio``."""
+    op, bound = target.split()
+    meets = ratio <= float(bound) if op == "<=" else ratio >= float(bound)
+    out = {"name": name, "ours": ours, "reference": reference, "unit": unit, "ratio": ratio, "target": target, "meets_target": bool(meets)}
+    if note:
+        out["note"] = note
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepTimer(pl.Callback):
+    """Wall time of the training steps after ``warmup`` steps (setup and teardown excluded)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.seconds, self.steps = warmup, None, 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        sync(pl_module.device)
+        self.seconds = time.perf_counter() - self.start
+        self.steps = trainer.global_step - self.warmup
+
+
+def problem(dim: int, width: int, n: int, batch_size, device: torch.device):
+    data = GaussianMixture(dim=dim, n_clusters=4, cluster_std=0.2, n_train=n, n_test=n, batch_size=batch_size, seed=0)
+    model = SupervisedModule(TwoLayerMLP(dim, width, 1), lr=0.5, momentum=0.9, seed=0)
+    return data, model
+
+
+def lightning_seconds_per_step(dim, width, n, batch_size, epochs, warmup, evaluate: bool, device) -> float:
+    """Our LightningModule + tensor DataModule; ``evaluate`` adds the per-epoch whole-set metrics
+    and TensorBoard logging of a normal run."""
+    data, model = problem(dim, width, n, batch_size, device)
+    timer = StepTimer(warmup)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = pl.Trainer(
+            max_epochs=epochs, accelerator=device.type, devices=1, logger=SummaryLogger(tmp) if evaluate else False,
+            callbacks=[timer, TrainTestGap()], enable_progress_bar=False, enable_checkpointing=False,
+            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=None if evaluate else 0, log_every_n_steps=50,
+        )
+        trainer.fit(model, datamodule=data)
+    return timer.seconds / timer.steps
+
+
+def plain_seconds_per_step(dim, width, n, batch_size, epochs, warmup, evaluate: bool, device, feed: str = "slices") -> float:
+    """The same updates in a plain PyTorch loop; ``evaluate`` adds the same whole-set metrics written
+    with a SummaryWriter. ``feed`` is ``slices`` (index slices of device tensors) or ``dataloader``
+    (DataLoader over a TensorDataset)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.tensorboard import SummaryWriter
+
+    data, model = problem(dim, width, n, batch_size, device)
+    data.prepare_splits()
+    net = model.net.to(device)
+    x, y = data.train.x.to(device), data.train.y.to(device)
+    xt, yt = data.test.x.to(device), data.test.y.to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9)
+    bs = n if batch_size is None else batch_size
+    loader = DataLoader(TensorDataset(data.train.x, data.train.y), batch_size=bs, shuffle=True) if feed == "dataloader" else None
+    generator = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = SummaryWriter(tmp) if evaluate else None
+        step, start = 0, None
+        for epoch in range(epochs):
+            if loader is not None:
+                batches = ((xb.to(device), yb.to(device)) for xb, yb in loader)
+            elif batch_size is None:
+                batches = [(x, y)]
+            else:
+                batches = ((x[i], y[i]) for i in torch.randperm(n, generator=generator).to(device).split(bs))
+            for xb, yb in batches:
+                if step == warmup:
+                    sync(device)
+                    start = time.perf_counter()
+                loss = losses.mean_loss("mse", net(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+            if evaluate:
+                with torch.no_grad():
+                    values = {}
+                    for split, (xs, ys) in (("train", (x, y)), ("test", (xt, yt))):
+                        out = net(xs)
+                        values[f"{split}/loss"] = losses.mean_loss("mse", out, ys).item()
+                        values[f"{split}/acc"] = losses.correct(out, ys).mean().item()
+                    values["gap/loss"] = values["test/loss"] - values["train/loss"]
+                    values["gap/acc"] = values["train/acc"] - values["test/acc"]
+                for tag, value in values.items():
+                    writer.add_scalar(tag, value, step)
+        sync(device)
+        seconds = time.perf_counter() - start
+        if writer is not None:
+            writer.close()
+    return seconds / (step - warmup)
+
+
+def best_of(repeats: int, fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(repeats))
+
+
+def training_loop_rows(quick: bool, device: torch.device) -> list[dict]:
+    rows = []
+    repeats = 2 if quick else 3
+    # Full batch on the benchmark problem (d=64, width 1024, n=2048): one GD step per epoch.
+    epochs = 60 if quick else 200
+    args = (64, 1024, 2048, None, epochs, 10)
+    ours = best_of(repeats, lambda: lightning_seconds_per_step(*args, evaluate=False, device=device))
+    ref = best_of(repeats, lambda: plain_seconds_per_step(*args, evaluate=False, device=device))
+    rows.append(row("training_loop_full_batch", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
+                    "full-batch GD, d=64, width 1024, n=2048; vs a plain PyTorch loop doing the same updates"))
+    ours = best_of(repeats, lambda: lightning_seconds_per_step(*args, evaluate=True, device=device))
+    ref = best_of(repeats, lambda: plain_seconds_per_step(*args, evaluate=True, device=device))
+    rows.append(row("training_loop_full_batch_with_eval", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
+                    "as above plus whole-set train/test metrics and TensorBoard logging after every step, in both"))
+    # The default model of configs/default.yaml (d=16, width 512, n=2048), with its per-epoch evaluation.
+    dargs = (16, 512, 2048, None, epochs, 10)
+    ours = best_of(repeats, lambda: lightning_seconds_per_step(*dargs, evaluate=True, device=device))
+    ref = best_of(repeats, lambda: plain_seconds_per_step(*dargs, evaluate=True, device=device))
+    rows.append(row("training_loop_default_config", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
+                    "configs/default.yaml model and data, whole-set metrics every epoch, in both"))
+    # Minibatch SGD (batch 128): 16 steps per epoch.
+    margs = (64, 1024, 2048, 128, 6 if quick else 15, 16)
+    ours = best_of(repeats, lambda: lightning_seconds_per_step(*margs, evaluate=False, device=device))
+    ref = best_of(repeats, lambda: plain_seconds_per_step(*margs, evaluate=False, device=device))
+    loader = best_of(repeats, lambda: plain_seconds_per_step(*margs, evaluate=False, device=device, feed="dataloader"))
+    rows.append(row("training_loop_minibatch", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
+                    "batch 128, d=64, width 1024, n=2048; vs a plain loop over index slices"))
+    rows.append(row("training_loop_minibatch_vs_dataloader", ours * 1e3, loader * 1e3, "ms/step", ours / loader, "<= 1.0",
+                    "ours vs a plain loop fed by DataLoader(TensorDataset)"))
+    return rows
+
+
+def machine() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes for CI (under 3 minutes on 2 CPU cores)")
+    parser.add_argument("--out", default="benchmark_results.json", help="where to write the JSON results")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    results = training_loop_rows(args.quick, device)
+    report = {"machine": machine(), "torch": torch.__version__, "device": str(device), "quick": args.quick,
+              "date": time.strftime("%Y-%m-%d"), "results": results}
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"{'name':40s} {'ours':>10s} {'reference':>10s} {'unit':>8s} {'ratio':>7s}  target    ok")
+    for r in results:
+        print(f"{r['name']:40s} {r['ours']:10.4g} {r['reference']:10.4g} {r['unit']:>8s} {r['ratio']:7.3f}  {r['target']:8s}  {'yes' if r['meets_target'] else 'NO'}")
+    print(f"results written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
