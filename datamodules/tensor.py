@@ -10,7 +10,7 @@ DDP each rank keeps only its own shard (samples ``rank, rank + world_size, ...``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -67,22 +67,41 @@ class EpochPermutation:
 class TensorBatches:
     """An iterable of ``(x[idx], y[idx])`` batches over a :class:`Split`; Lightning takes it as a loader."""
 
-    def __init__(self, split: Split, batch_size: Optional[int], shuffle: bool = False, seed: int = 0) -> None:
-        self.split = split
+    def __init__(self, split: Split, batch_size: Optional[int], shuffle: bool = False, seed: int = 0,
+                 progress: Optional[Callable[[], int]] = None) -> None:
+        self.split, self.progress = split, progress
         self.sampler = EpochPermutation(len(split), batch_size, shuffle, seed)
         self.batch_sampler = None  # Lightning inspects loaders for these two attributes
+        self.batches_done = 0
+        self._resume: Optional[tuple[int, int]] = None
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.split.x, self.split.y
-        for idx in self.sampler:
+        # After a mid-epoch resume, skip the batches of this epoch that were already trained on.
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == self.sampler.epoch else 0
+        self._resume, self.batches_done = None, 0
+        for i, idx in enumerate(self.sampler):
+            self.batches_done = i + 1
+            if i < skip:
+                continue
             if idx is None:
                 yield x, y
             else:
                 idx = idx.to(x.device)
                 yield x[idx], y[idx]
+
+    # Lightning stores these in checkpoints, so an interrupted epoch resumes at the same batch.
+    # ``progress`` (the trainer's count of finished batches) is exact where ``batches_done`` may
+    # already count a batch that the trainer prefetched but has not trained on.
+    def state_dict(self) -> dict:
+        done = self.progress() if self.progress is not None else self.batches_done
+        return {"epoch": self.sampler.epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = (state["epoch"], state["batches_done"])
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -177,7 +196,9 @@ class TensorDataModule(pl.LightningDataModule):
         return split
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._split_on_device("train"), self.batch_size, shuffle=True, seed=self.seed)
+        trainer = self.trainer
+        progress = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed) if trainer is not None else None
+        return TensorBatches(self._split_on_device("train"), self.batch_size, shuffle=True, seed=self.seed, progress=progress)
 
     def val_dataloader(self) -> list[TensorBatches]:
         """Full-set evaluation after each epoch: the train set (index 0), then the test set (index 1)."""

@@ -8,6 +8,7 @@ next to the TensorBoard events in ``<default_root_dir>/lightning_logs/version_K/
 from __future__ import annotations
 
 import json
+import logging
 import re
 import math
 import os
@@ -18,20 +19,23 @@ from typing import Any, Optional
 
 import torch
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
+from lightning_modules.checkpoint import LastCheckpoint, find_last_checkpoint
 from lightning_modules.module import SupervisedModule
 
 ROOT = Path(__file__).resolve().parent.parent
+logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
-#: Exit codes of scripts/train.py.
-EXIT_OK, EXIT_BAD_CONFIG, EXIT_DIVERGED = 0, 2, 3
+#: Exit codes of scripts/train.py (SIGTERM and SIGINT follow the shell's 128 + signal number).
+EXIT_OK, EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 2, 3, 130, 143
 
 
 class SummaryLogger(TensorBoardLogger):
@@ -106,15 +110,29 @@ class OverparamCLI(LightningCLI):
     final values, a rich progress bar, the train/test-gap callback and a ``--ckpt_path`` option."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="Checkpoint to resume fit from ('last' for the latest).")
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                            help="Checkpoint to resume fit from; 'last' resumes the latest run under default_root_dir in its own folder.")
+        parser.add_argument("--checkpoint_every_n_epochs", type=int, default=1,
+                            help="Save checkpoints/last.ckpt every N epochs (0: only at the end and on SIGTERM/Ctrl-C).")
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
         parser.link_arguments("data.output_dim", "model.init_args.net.init_args.output_dim", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
+        root = Path(cfg.get("default_root_dir") or os.getcwd())
+        version = None
+        self.resume_from = self.config_init.get("ckpt_path")
+        if self.resume_from == "last":
+            last = find_last_checkpoint(root)
+            if last is None:
+                raise ValueError(f"Expected a checkpoint to resume (--ckpt_path last) under {root / 'lightning_logs'} but found no version_*/checkpoints/last.ckpt")
+            self.resume_from, version = str(last), int(last.parent.parent.name.split("_", 1)[1])
         if cfg.get("logger") in (None, True):
-            kwargs["logger"] = SummaryLogger(save_dir=cfg.get("default_root_dir") or os.getcwd())
+            kwargs["logger"] = SummaryLogger(save_dir=str(root), version=version)
         callbacks = list(cfg.get("callbacks") or [])
+        if cfg.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(LastCheckpoint(every_n_epochs=self.config_init.get("checkpoint_every_n_epochs", 1)))
+            kwargs["enable_checkpointing"] = False  # LastCheckpoint replaces Lightning's default ModelCheckpoint
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
         if cfg.get("enable_progress_bar", True) is not False and not has_bar:
             callbacks.append(RichProgressBar())
@@ -150,13 +168,18 @@ def main(args: Optional[list[str]] = None) -> int:
         print(f"error: {condense_error(str(err))}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    status = "completed"
-    trainer.fit(model, datamodule=data, ckpt_path=cli.config.get("ckpt_path"))
+    status, code = "completed", EXIT_OK
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=cli.resume_from)
+    except SIGTERMException:  # preempted: LastCheckpoint has saved the state
+        status, code = "interrupted", EXIT_SIGTERM
+    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
+        if not trainer.interrupted:
+            raise
+        status, code = "interrupted", EXIT_SIGINT
     if model.diverged_at_step is not None:
-        status = "diverged"
-    elif trainer.interrupted:
-        status = "interrupted"
-    else:
+        status, code = "diverged", EXIT_DIVERGED
+    elif status == "completed":
         trainer.test(model, datamodule=data, verbose=False)
     logger = trainer.logger
     metrics = dict(getattr(logger, "last", {}))
@@ -176,5 +199,7 @@ def main(args: Optional[list[str]] = None) -> int:
         shown = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "test", "gap")}
         print(f"status: {status}" + (f" at step {model.diverged_at_step} (loss is not finite)" if status == "diverged" else ""))
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+        if status == "interrupted":
+            print("resume with: --ckpt_path last (and the same config and default_root_dir)")
         print(f"logs: {log_dir}  (tensorboard --logdir {log_dir.parent})")
-    return EXIT_DIVERGED if status == "diverged" else EXIT_OK
+    return code

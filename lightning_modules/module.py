@@ -125,7 +125,12 @@ class SupervisedModule(pl.LightningModule):
     # ---- training ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return self.loss_fn(self.net(x), y)
+        loss = self.loss_fn(self.net(x), y)
+        if not torch.isfinite(loss):  # diverged: stop now, skip this update, keep the last finite state
+            self.diverged_at_step = self.global_step
+            self.trainer.should_stop = True
+            return None
+        return loss
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -168,10 +173,6 @@ class SupervisedModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         self.last_eval_epoch = self.current_epoch
-        loss = values.get("train/loss")
-        if loss is not None and not torch.isfinite(loss) and self.diverged_at_step is None:
-            self.diverged_at_step = self.global_step
-            self.trainer.should_stop = True
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._update_metrics("test", batch)

@@ -1,0 +1,74 @@
+"""Checkpoints that keep finished work: ``last.ckpt`` every few epochs, never a diverged state,
+and one more on SIGTERM / Ctrl-C so a preempted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from typing_extensions import override
+
+
+def diverged(pl_module: pl.LightningModule) -> bool:
+    return getattr(pl_module, "diverged_at_step", None) is not None
+
+
+class LastCheckpoint(pl.Callback):
+    """Saves ``<log_dir>/checkpoints/last.ckpt`` every ``every_n_epochs`` epochs and at the end of fit.
+
+    Skips any save once the module reports divergence (a non-finite loss), so ``last.ckpt`` is
+    the last finite state. On SIGTERM or KeyboardInterrupt it saves the current state (mid-epoch
+    included; the tensor loaders resume at the same batch). Each save is written to a temporary
+    file and renamed, so a kill during a save never leaves a broken ``last.ckpt``.
+
+    Raises:
+        ValueError: if ``every_n_epochs`` is not an integer >= 0 (0 = only at the end and on signals).
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 0:
+            raise ValueError(f"Expected argument `every_n_epochs` to be an integer >= 0 but got {every_n_epochs!r}")
+        self.every_n_epochs = every_n_epochs
+        self.path: Optional[Path] = None
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.path = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / self.FILENAME
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.save(trainer, pl_module)
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer, pl_module)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            self.save(trainer, pl_module)
+
+    def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if diverged(pl_module) or self.path is None:
+            return
+        tmp = self.path.with_suffix(".ckpt.tmp")
+        trainer.save_checkpoint(str(tmp))
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+
+def find_last_checkpoint(root: Path) -> Optional[Path]:
+    """The ``last.ckpt`` of the highest ``version_K`` under ``root/lightning_logs`` that has one."""
+    versions = []
+    for ckpt in (root / "lightning_logs").glob("version_*/checkpoints/last.ckpt"):
+        try:
+            versions.append((int(ckpt.parent.parent.name.split("_", 1)[1]), ckpt))
+        except ValueError:
+            continue
+    return max(versions)[1] if versions else None
