@@ -50,8 +50,36 @@ class SummaryLogger(TensorBoardLogger):
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         super().log_metrics(metrics, step)
         for name, value in metrics.items():
+            if name.startswith(self.HPARAM_PREFIX):
+                continue
             self.last[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
             self.last_step[name] = -1 if step is None else int(step)
+
+
+    HPARAM_PREFIX = "hparam/"
+
+    @rank_zero_only
+    def log_hparams_summary(self, config: dict, metrics: dict[str, float]) -> None:
+        """Record the run's scalar settings and final metrics for TensorBoard's HParams dashboard
+        (metrics under ``hparam/<tag>``, so the training curves keep their own tags)."""
+        params = {k: v for k, v in flatten(config).items() if isinstance(v, (bool, int, float, str)) and not k.startswith("trainer.callbacks")}
+        finals = {f"{self.HPARAM_PREFIX}{k}": v for k, v in metrics.items() if math.isfinite(v)}
+        self.log_hyperparams(params, finals)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"init_args": {"b": 1}}}`` -> ``{"a.b": 1}`` (``init_args`` levels dropped, as on the command line).
+
+    >>> flatten({"model": {"class_path": "M", "init_args": {"lr": 0.1, "net": {"init_args": {"width": 8}}}}})
+    {'model.class_path': 'M', 'model.lr': 0.1, 'model.net.width': 8}
+    """
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = prefix if key == "init_args" else (f"{prefix}.{key}" if prefix else str(key))
+        out.update(flatten(value, name))
+    return out
 
 
 def _jsonable(value: float) -> float | str:
@@ -183,6 +211,8 @@ def main(args: Optional[list[str]] = None) -> int:
         trainer.test(model, datamodule=data, verbose=False)
     logger = trainer.logger
     metrics = dict(getattr(logger, "last", {}))
+    if isinstance(logger, SummaryLogger):
+        logger.log_hparams_summary(cli.config.as_dict(), metrics)
     log_dir = Path(logger.log_dir) if logger is not None else Path(trainer.default_root_dir)
     extra = {"diverged_at_step": model.diverged_at_step} if status == "diverged" else {}
     write_summary(
