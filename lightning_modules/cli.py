@@ -57,6 +57,20 @@ class SummaryLogger(TensorBoardLogger):
 
 
     HPARAM_PREFIX = "hparam/"
+    #: TensorBoard "Custom Scalars" charts: several tags on one set of axes.
+    LAYOUT = {
+        "overview": {
+            "loss: train vs test": ["Multiline", ["train/loss", "test/loss"]],
+            "accuracy: train vs test": ["Multiline", ["train/acc", "test/acc"]],
+            "sharpness: lambda_max vs 2/lr": ["Multiline", ["sharpness/lambda_max", "sharpness/two_over_lr"]],
+            "kernel": ["Multiline", ["kernel/drift", "kernel/alignment"]],
+            "alignment angles": ["Multiline", ["alignment/.*"]],
+        }
+    }
+
+    @rank_zero_only
+    def write_layout(self) -> None:
+        self.experiment.add_custom_scalars(self.LAYOUT)
 
     @rank_zero_only
     def log_hparams_summary(self, config: dict, metrics: dict[str, float]) -> None:
@@ -197,6 +211,8 @@ def main(args: Optional[list[str]] = None) -> int:
         return EXIT_BAD_CONFIG
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     status, code = "completed", EXIT_OK
+    if isinstance(trainer.logger, SummaryLogger):
+        trainer.logger.write_layout()
     try:
         trainer.fit(model, datamodule=data, ckpt_path=cli.resume_from)
     except SIGTERMException:  # preempted: LastCheckpoint has saved the state

@@ -1,0 +1,39 @@
+"""scripts/report.py: non-empty PNGs from event files and from a sweep CSV (both written here)."""
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import report  # noqa: E402
+
+
+def test_run_and_sweep_figures_are_written(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "lightning_logs" / "version_0"
+    writer = SummaryWriter(str(run))
+    for step in range(20):
+        writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+        writer.add_scalar("test/loss", 1.2 / (step + 1), step)
+        writer.add_scalar("sharpness/lambda_max", min(step, 10.0), step)
+        writer.add_scalar("sharpness/two_over_lr", 10.0, step)
+    writer.close()
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "figs")]) == 0
+    (png,) = (tmp_path / "figs").glob("*_curves.png")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(report.read_scalars(run)) == {"train/loss", "test/loss", "sharpness/lambda_max", "sharpness/two_over_lr"}
+
+    csv_path = tmp_path / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "model.net.width", "seed", "status", "wall_time_s", "returncode", "log_dir", "kernel/drift", "test/acc"])
+        for width in (64, 256, 1024):
+            for seed in (0, 1):
+                w.writerow([f"w{width}s{seed}", width, seed, "completed", 1.0, 0, "", width**-0.5 * (1 + 0.01 * seed), 0.9])
+    (png,) = report.sweep_figures(csv_path, tmp_path)
+    assert png.stat().st_size > 10_000
+    drift = np.array([64, 256, 1024]) ** -0.5
+    assert abs(report.power_law_slope(np.array([64.0, 256, 1024]), drift) + 0.5) < 1e-9
