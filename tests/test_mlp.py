@@ -77,3 +77,21 @@ def test_layer_freezing_and_bias():
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         TwoLayerMLP(4, **{"width": 8, **kwargs})
+
+
+def test_dropout_is_inverted_in_training_and_off_in_eval():
+    torch.manual_seed(0)
+    net = TwoLayerMLP(8, 4000, 1, dropout=0.5).double()
+    plain = TwoLayerMLP(8, 4000, 1).double()
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(16, 8, dtype=torch.float64)
+    net.eval()
+    assert torch.equal(net(x), plain(x))
+    net.train()
+    h = net.features(x)
+    dropped = net.dropout(h)
+    kept = dropped != 0
+    assert torch.allclose(dropped[kept], 2.0 * h[kept])  # kept units scaled by 1/(1-p)
+    assert abs(kept[h != 0].double().mean().item() - 0.5) < 0.03
+    with pytest.raises(ValueError, match="`dropout`"):
+        TwoLayerMLP(8, 4, dropout=1.0)

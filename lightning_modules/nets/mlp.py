@@ -61,6 +61,8 @@ class TwoLayerMLP(nn.Module):
         symmetric_init: neurons j and j + m/2 share first-layer weights and have opposite output
             weights, so f(x) = 0 at init (up to float rounding of the readout sum); needs even m.
         train_first_layer, train_second_layer: ``requires_grad`` of each layer.
+        dropout: probability p of zeroing each hidden unit in training (inverted dropout: the kept
+            units are scaled by 1/(1 − p)); off in ``eval()`` mode.
 
     Raises:
         ValueError: on a non-positive size, an unknown choice, or odd width with symmetric_init.
@@ -78,6 +80,7 @@ class TwoLayerMLP(nn.Module):
         symmetric_init: bool = False,
         train_first_layer: bool = True,
         train_second_layer: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (("input_dim", input_dim), ("width", width), ("output_dim", output_dim)):
@@ -86,6 +89,8 @@ class TwoLayerMLP(nn.Module):
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("parameterization", parameterization, ("standard", "ntk", "mean_field"))
         check_positive("init_scale", init_scale)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"Expected argument `dropout` to be in [0, 1) but got {dropout!r}")
         if symmetric_init and width % 2:
             raise ValueError(f"Expected argument `width` to be even with symmetric_init=True but got {width}")
         self.input_dim, self.width, self.output_dim = input_dim, width, output_dim
@@ -97,6 +102,7 @@ class TwoLayerMLP(nn.Module):
         self.c2 = {"standard": 1.0, "ntk": 1.0 / math.sqrt(width), "mean_field": 1.0 / width}[parameterization]
         self.fc1 = nn.Linear(input_dim, width, bias=bias)
         self.fc2 = nn.Linear(width, output_dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
         self.reset_parameters()
         self.fc1.requires_grad_(train_first_layer)
         self.fc2.requires_grad_(train_second_layer)
@@ -127,7 +133,7 @@ class TwoLayerMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)  # (n, d)
-        return self.fc2(self.features(x) * self.c2)  # (n, output_dim)
+        return self.fc2(self.dropout(self.features(x)) * self.c2)  # (n, output_dim)
 
     def extra_repr(self) -> str:
         return f"activation={self.activation}, parameterization={self.parameterization}, c1={self.c1:.4g}, c2={self.c2:.4g}"
