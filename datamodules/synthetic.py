@@ -21,7 +21,7 @@ def _positive_int(name: str, value: int) -> None:
 def _generator(seed: int, stream: int) -> torch.Generator:
     """A generator for one named use of ``seed`` (support, direction, embedding), independent of
     the data stream that :meth:`TensorDataModule.build` draws from ``seed`` itself."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed % 2**64, stream]).generate_state(1)[0]))
 
 
 class GaussianMixture(TensorDataModule):
@@ -160,5 +160,301 @@ class TeacherStudent(TensorDataModule):
             with torch.no_grad():
                 y = self.teacher(x)
             return Split(x, y + self.noise_std * torch.randn(y.shape, generator=generator))
+
+        return draw(self.n_train), draw(self.n_test)
+
+
+class SparseParity(TensorDataModule):
+    """(n, k)-sparse parity: x uniform on {±1}^n, label χ_S(x) = Π_{i∈S} x_i for a hidden S, |S| = k.
+
+    S is drawn from ``seed`` and exposed as ``support`` (sorted coordinate indices). The label
+    is stored as the class index y = (χ_S + 1)/2 ∈ {0, 1}, so a one-output net is trained on
+    t = 2y − 1 = χ_S (hinge, mse, logistic, cross_entropy; see losses.py). SGD on two-layer nets
+    learns it in about n^(k−1) steps after a long plateau (Barak et al., 2022, "Hidden progress
+    in deep learning: SGD learns parities near the computational limit").
+
+    Args:
+        n: input dimension (number of bits).
+        k: size of the hidden set S, 1 ≤ k ≤ n.
+
+    Raises:
+        ValueError: on non-positive sizes or k outside [1, n].
+    """
+
+    classification = True
+    num_classes = 2
+
+    def __init__(
+        self,
+        n: int = 20,
+        k: int = 3,
+        n_train: int = 2048,
+        n_test: int = 1024,
+        batch_size: Optional[int] = 64,
+        seed: int = 0,
+        label_noise: float = 0.0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        _positive_int("n", n)
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"Expected argument `k` to be an integer >= 1 but got {k!r}")
+        if k > n:
+            raise ValueError(f"Expected argument `k` to be <= n = {n} but got {k!r}")
+        self.n, self.k = n, k
+        self.support = torch.randperm(n, generator=_generator(seed, 1))[:k].sort().values  # (k,)
+
+    @property
+    def input_dim(self) -> int:
+        return self.n
+
+    def parity(self, x: torch.Tensor) -> torch.Tensor:
+        """χ_S(x) = Π_{i∈S} x_i ∈ {±1} for x (m, n) in {±1}^n."""
+        return x[:, self.support].prod(dim=1)  # (m,)
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        def draw(m: int) -> Split:
+            x = 2.0 * torch.randint(0, 2, (m, self.n), generator=generator).float() - 1.0  # (m, n)
+            return Split(x, ((self.parity(x) + 1) / 2).long())
+
+        return draw(self.n_train), draw(self.n_test)
+
+
+LINKS = ("relu", "tanh", "sign", "hermite_<k>")
+
+
+def hermite(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Normalized probabilists' Hermite polynomial He_k(z)/√(k!), orthonormal under z ~ N(0, 1).
+
+    He_0 = 1, He_1 = z, He_{j+1} = z He_j − j He_{j−1}.
+
+    >>> hermite(torch.tensor([2.0]), 3)  # He_3(2) = 2³ − 3·2 = 2, divided by √3! = √6
+    tensor([0.8165])
+    """
+    prev, cur = torch.ones_like(z), z
+    if k == 0:
+        return prev
+    for j in range(1, k):
+        prev, cur = cur, z * cur - j * prev
+    return cur / math.sqrt(math.factorial(k))
+
+
+def link_function(link: str):
+    """The map g of a link name; ``hermite_k`` is :func:`hermite` of degree k ≥ 1.
+
+    Raises:
+        ValueError: on a name outside :data:`LINKS`.
+    """
+    named = {"relu": torch.relu, "tanh": torch.tanh, "sign": torch.sign}
+    if link in named:
+        return named[link]
+    match = re.fullmatch(r"hermite_(\d+)", str(link))
+    if match and int(match.group(1)) >= 1:
+        return lambda z: hermite(z, int(match.group(1)))
+    raise ValueError(f"Expected argument `link` to be one of relu, tanh, sign, hermite_<k> (k >= 1, e.g. hermite_3) but got {link!r}")
+
+
+class SingleIndex(TensorDataModule):
+    """Single-index regression: y = g(⟨w*, x⟩) + ξ, x ~ N(0, I_d), ‖w*‖ = 1, ξ ~ N(0, noise²).
+
+    w* is drawn uniformly on the sphere from ``seed`` and exposed as ``w_star`` (d,). With
+    g = He_k/√(k!) the *information exponent* is k: online SGD needs about d^(k−1) samples to
+    leave the equator ⟨w, w*⟩ ≈ 0 (Ben Arous, Gheissari & Jagannath, 2021; Bietti et al., 2022).
+    Noise is added to train and test targets alike. Targets have shape (n, 1).
+
+    Args:
+        d: input dimension.
+        link: g, one of relu, tanh, sign or hermite_k (k ≥ 1, e.g. ``hermite_3``).
+        noise: standard deviation of ξ.
+
+    Raises:
+        ValueError: on a non-positive size, an unknown ``link`` or a negative ``noise``.
+    """
+
+    def __init__(
+        self,
+        d: int = 32,
+        link: str = "relu",
+        noise: float = 0.0,
+        n_train: int = 1024,
+        n_test: int = 1024,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
+        _positive_int("d", d)
+        self.g = link_function(link)
+        if not noise >= 0:
+            raise ValueError(f"Expected argument `noise` to be >= 0 but got {noise!r}")
+        self.d, self.link, self.noise = d, link, noise
+        w = torch.randn(d, generator=_generator(seed, 2))
+        self.w_star = w / w.norm()  # (d,), unit norm
+
+    @property
+    def input_dim(self) -> int:
+        return self.d
+
+    @property
+    def output_dim(self) -> int:
+        return 1
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        def draw(m: int) -> Split:
+            x = torch.randn(m, self.d, generator=generator)  # (m, d)
+            y = self.g(x @ self.w_star)[:, None]  # (m, 1)
+            return Split(x, y + self.noise * torch.randn(m, 1, generator=generator))
+
+        return draw(self.n_train), draw(self.n_test)
+
+
+TARGETS_1D = {
+    "sin": lambda x: torch.sin(math.pi * x),
+    "abs": torch.abs,
+    "step": lambda x: (x > 0).to(x.dtype),
+    "relu_sum": lambda x: torch.relu(x + 0.5) - 2.0 * torch.relu(x) + torch.relu(x - 0.5),
+}
+
+
+class OneDimensional(TensorDataModule):
+    """Regression of a fixed function f on an interval [a, b] ⊂ R (inputs and targets (n, 1)).
+
+    | target   | f(x)                                  | what it probes                        |
+    |----------|---------------------------------------|---------------------------------------|
+    | sin      | sin(πx)                               | smooth target, spectral bias           |
+    | abs      | |x|                                   | one kink: exactly two ReLU units       |
+    | step     | 1{x > 0}                              | a jump: not a finite-norm ReLU net     |
+    | relu_sum | relu(x+½) − 2 relu(x) + relu(x−½)     | a hat: the minimal-norm linear spline  |
+
+    Wide two-layer ReLU nets trained to interpolate in 1-D converge to the linear spline of
+    least representational cost (Savarese et al., 2019; Williams et al., 2019). Training points
+    are an equispaced grid (both ends included) or drawn uniformly from ``seed``; the test set
+    is always the equispaced grid of ``n_test`` points, ready to plot the learned function.
+
+    Args:
+        a: left end of the interval.
+        b: right end of the interval, b > a.
+        target: a name from the table above.
+        sampling: ``grid`` or ``uniform`` training inputs.
+
+    Raises:
+        ValueError: on b ≤ a or an unknown ``target`` / ``sampling``.
+    """
+
+    def __init__(
+        self,
+        a: float = -1.0,
+        b: float = 1.0,
+        target: Literal["sin", "abs", "step", "relu_sum"] = "sin",
+        sampling: Literal["grid", "uniform"] = "grid",
+        n_train: int = 16,
+        n_test: int = 512,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
+        if not b > a:
+            raise ValueError(f"Expected argument `b` to be > a = {a!r} but got {b!r}")
+        if target not in TARGETS_1D:
+            raise ValueError(f"Expected argument `target` to be one of {', '.join(TARGETS_1D)} but got {target!r}")
+        if sampling not in ("grid", "uniform"):
+            raise ValueError(f"Expected argument `sampling` to be one of grid, uniform but got {sampling!r}")
+        self.a, self.b, self.target, self.sampling = float(a), float(b), target, sampling
+
+    @property
+    def input_dim(self) -> int:
+        return 1
+
+    @property
+    def output_dim(self) -> int:
+        return 1
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        f = TARGETS_1D[self.target]
+        if self.sampling == "grid":
+            x_train = torch.linspace(self.a, self.b, self.n_train)[:, None]  # (n_train, 1)
+        else:
+            x_train = self.a + (self.b - self.a) * torch.rand(self.n_train, 1, generator=generator)
+        x_test = torch.linspace(self.a, self.b, self.n_test)[:, None]  # (n_test, 1)
+        return Split(x_train, f(x_train)), Split(x_test, f(x_test))
+
+
+class LowDimManifold(TensorDataModule):
+    """Data on a d0-dimensional set embedded isometrically in R^d: x = U z, U ∈ R^(d×d0), UᵀU = I.
+
+    Intrinsic coordinates z ∈ R^d0 are Gaussian, z ~ N(0, I_d0) (``manifold="subspace"``), or
+    uniform on the sphere of radius √d0 (``manifold="sphere"``, a (d0−1)-manifold with the same
+    E‖z‖² = d0). The target depends on z only, through a random two-layer teacher
+    f*(z) = (1/√m*) Σ_j a_j σ(w_j·z/√d0) (a bias-free NTK :class:`TwoLayerMLP`, exposed as
+    ``teacher``): ``target="teacher"`` regresses y = f*(z) (shape (n, 1)); ``target="sign"``
+    classifies y = 1{f*(z) > 0} (an odd σ such as tanh gives balanced classes). Sample complexity
+    then scales with d0, not d (Goldt et al., 2020, "Modeling the influence of data structure on
+    learning in neural networks: the hidden manifold model"). U is exposed as ``embedding``.
+
+    Args:
+        d0: intrinsic dimension, 1 ≤ d0 ≤ d.
+        d: ambient (input) dimension.
+        manifold: ``subspace`` or ``sphere``.
+        target: ``teacher`` (regression) or ``sign`` (binary classification).
+        teacher_width: m*, the teacher's hidden neurons.
+        activation: σ of the teacher.
+
+    Raises:
+        ValueError: on a non-positive size, d0 > d, or an unknown choice.
+    """
+
+    num_classes = 2  # when target="sign"
+
+    def __init__(
+        self,
+        d0: int = 4,
+        d: int = 32,
+        manifold: Literal["subspace", "sphere"] = "sphere",
+        target: Literal["teacher", "sign"] = "teacher",
+        teacher_width: int = 8,
+        activation: Activation = "tanh",
+        n_train: int = 1024,
+        n_test: int = 1024,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        label_noise: float = 0.0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        if target not in ("teacher", "sign"):
+            raise ValueError(f"Expected argument `target` to be one of teacher, sign but got {target!r}")
+        self.classification = target == "sign"  # before the base checks label_noise against it
+        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        _positive_int("d0", d0)
+        _positive_int("d", d)
+        _positive_int("teacher_width", teacher_width)
+        if d0 > d:
+            raise ValueError(f"Expected argument `d0` to be <= d = {d} but got {d0!r}")
+        if manifold not in ("subspace", "sphere"):
+            raise ValueError(f"Expected argument `manifold` to be one of subspace, sphere but got {manifold!r}")
+        self.d0, self.d, self.manifold, self.target = d0, d, manifold, target
+        self.embedding = torch.linalg.qr(torch.randn(d, d0, generator=_generator(seed, 3))).Q  # (d, d0), UᵀU = I
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.teacher = TwoLayerMLP(d0, teacher_width, 1, activation, bias=False, parameterization="ntk")
+        self.teacher.requires_grad_(False)
+
+    @property
+    def input_dim(self) -> int:
+        return self.d
+
+    @property
+    def output_dim(self) -> int:
+        return 1
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        def draw(m: int) -> Split:
+            z = torch.randn(m, self.d0, generator=generator)  # (m, d0)
+            if self.manifold == "sphere":
+                z = math.sqrt(self.d0) * z / z.norm(dim=1, keepdim=True)
+            with torch.no_grad():
+                f = self.teacher(z)  # (m, 1)
+            y = (f[:, 0] > 0).long() if self.classification else f
+            return Split(z @ self.embedding.T, y)  # x: (m, d)
 
         return draw(self.n_train), draw(self.n_test)

@@ -206,7 +206,9 @@ def main(args: Optional[list[str]] = None) -> int:
     start = time.perf_counter()
     try:
         cli = build_cli(args)
-    except (ValueError, TypeError) as err:
+        if hasattr(cli.datamodule, "prepare_splits"):
+            cli.datamodule.prepare_splits()  # data errors (sizes, files) now, before any log is written
+    except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"error: {condense_error(str(err))}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
