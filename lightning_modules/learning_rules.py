@@ -8,7 +8,7 @@ sends back to its input, ∂L/∂x = g W in backprop:
 |---------------|--------------------------------------|--------------------------------------------------|
 | backprop      | g W                                  | — (the net is returned untouched)                |
 | fa            | g B                                  | B fixed, random, shape of W (Lillicrap et al. 2016) |
-| sign_symmetry | g sign(W)                            | sign(W), recomputed at every step (Liao et al. 2016) |
+| sign_symmetry | g s·sign(W)                          | s·sign(W), signs of the current W (Liao et al. 2016) |
 | dfa           | e Bᵀ, e = ∂L/∂f the *network* error  | B fixed, random, (input features, net outputs) (Nøkland 2016) |
 
 For convolutions "g W" is the transposed convolution with the kernel W, and FA uses the kernel B.
@@ -21,9 +21,11 @@ connections a layer's input also receives the gradients of the skip path, which 
 ``fc2.feedback`` is the (m, k) matrix that takes the place of W2ᵀ; ``fc1.feedback`` stays ``None``
 because no gradient is sent to the data (likewise for any layer whose input needs no gradient).
 
-Random feedback is N(0, s²) with s = feedback_scale · rms(W), rms(W) = ‖W‖_F / √numel(W) at the time
-the rule is applied (1/√fan_in if W = 0): the feedback has the entry scale of the initial weights
-in every parameterization. B is drawn from a generator seeded by (seed, layer name) only, and is a
+Random feedback is N(0, s²) and sign-symmetric feedback s·sign(W), with the fixed gain
+s = feedback_scale · rms(W₀), rms(W₀) = ‖W₀‖_F / √numel(W₀) when the rule is applied (1/√fan_in if
+W₀ = 0): the feedback has the entry scale of the initial weights in every parameterization, so the
+backward signal neither explodes nor vanishes with depth (plain sign(W), entries ±1, would multiply
+it by about 1/rms(W) per layer). B is drawn from a generator seeded by (seed, layer name) only, and is a
 buffer ``feedback_weight`` in the state_dict. Layers are converted in place (their class changes,
 parameters and state_dict keys stay), so a net's initialization is unchanged.
 """
@@ -83,13 +85,13 @@ def _input_grad(ctx, g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, sen
     """The rule's gradient for the layer input: ``send(g, M)`` with M = B or sign(W), or e Bᵀ for DFA."""
     layer = ctx.layer
     if layer.rule == "sign_symmetry":
-        return send(g, weight.sign())
+        return send(g, layer.feedback_gain * weight.sign())
     if layer.rule == "fa":
         return send(g, layer.feedback_weight)
     e = ctx.slot.error  # dfa
     if e is None or layer.feedback_weight is None:
         raise RuntimeError("dfa needs the loss to be computed from the output of the net that apply_rule converted")
-    return (e.flatten(1) @ layer.feedback_weight.T).view(x.shape)  # (n, k) @ (k, input features) -> input shape
+    return (e.flatten(1).to(weight.dtype) @ layer.feedback_weight.T).view(x.shape)  # (n, k) @ (k, in features)
 
 
 class _LinearFn(torch.autograd.Function):
@@ -104,9 +106,10 @@ class _LinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
+        g, xw = g.to(weight.dtype), x.to(weight.dtype)  # under autocast g and x may be half precision
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = _input_grad(ctx, g, x, weight, lambda g_, m: g_ @ m) if need_x else None
-        grad_w = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1]) if need_w else None  # (out, in)
+        grad_x = _input_grad(ctx, g, x, weight, lambda g_, m: g_ @ m).to(x.dtype) if need_x else None
+        grad_w = g.reshape(-1, g.shape[-1]).T @ xw.reshape(-1, x.shape[-1]) if need_w else None  # (out, in)
         grad_b = g.reshape(-1, g.shape[-1]).sum(0) if ctx.has_bias and need_b else None
         return grad_x, grad_w, grad_b, None, None
 
@@ -124,13 +127,14 @@ class _Conv2dFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
+        g, xw = g.to(weight.dtype), x.to(weight.dtype)  # under autocast g and x may be half precision
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
 
         def send(g_, m):
             return nn.grad.conv2d_input(x.shape, m, g_, **ctx.conv)
 
-        grad_x = _input_grad(ctx, g, x, weight, send) if need_x else None
-        grad_w = nn.grad.conv2d_weight(x, weight.shape, g, **ctx.conv) if need_w else None
+        grad_x = _input_grad(ctx, g, x, weight, send).to(x.dtype) if need_x else None
+        grad_w = nn.grad.conv2d_weight(xw, weight.shape, g, **ctx.conv) if need_w else None
         grad_b = g.sum((0, 2, 3)) if ctx.has_bias and need_b else None
         return grad_x, grad_w, grad_b, None, None
 
@@ -144,18 +148,18 @@ class _FeedbackMixin:
         fan_in = w[0].numel()
         self.rule, self.exact_backprop, self.error_tap = rule, False, tap
         self.feedback_seed, self.feedback_name = seed, name
-        self.feedback_std = scale * (rms if rms > 0 else 1.0 / math.sqrt(fan_in))
+        self.feedback_gain = scale * (rms if rms > 0 else 1.0 / math.sqrt(fan_in))  # s
         self.pending_input_shape: Optional[torch.Size] = None  # dfa: input shape seen, B not drawn yet
         self.register_buffer("feedback_weight", self._draw(w.shape) if rule == "fa" else None)
 
     def _draw(self, shape) -> torch.Tensor:
         b = torch.randn(shape, generator=_generator(self.feedback_seed, self.feedback_name), dtype=torch.float64)
-        return (self.feedback_std * b).to(dtype=self.weight.dtype, device=self.weight.device)
+        return (self.feedback_gain * b).to(dtype=self.weight.dtype, device=self.weight.device)
 
     @property
     def feedback(self) -> Optional[torch.Tensor]:
-        """The matrix the backward pass uses in place of W: B (fa, dfa) or sign(W) (sign_symmetry)."""
-        return self.weight.detach().sign() if self.rule == "sign_symmetry" else self.feedback_weight
+        """The matrix the backward pass uses in place of W: B (fa, dfa) or s·sign(W) (sign_symmetry)."""
+        return self.feedback_gain * self.weight.detach().sign() if self.rule == "sign_symmetry" else self.feedback_weight
 
     def draw_dfa_feedback(self, n_outputs: int) -> None:
         """Draw the DFA matrix B, (input features, net outputs), once the input shape is known."""
@@ -191,7 +195,7 @@ class FeedbackLinear(_FeedbackMixin, nn.Linear):
 
 
 class FeedbackConv2d(_FeedbackMixin, nn.Conv2d):
-    """nn.Conv2d whose backward sends the rule's signal to its input (transposed conv with B or sign(W))."""
+    """nn.Conv2d whose backward sends the rule's signal to its input (transposed conv with B or s·sign(W))."""
 
     @property
     def effective_padding(self):
@@ -215,7 +219,7 @@ _CONVERTED = {nn.Linear: FeedbackLinear, nn.Conv2d: FeedbackConv2d}
 def feedback_layers(net: nn.Module) -> dict[str, nn.Module]:
     """Qualified name -> converted layer; each has ``.weight``, ``.feedback`` and ``.rule``.
 
-    ``.feedback`` is B (fa; same shape as W), sign(W) (sign_symmetry) or B (dfa; shape
+    ``.feedback`` is B (fa; same shape as W), s·sign(W) (sign_symmetry) or B (dfa; shape
     (input features, net outputs), ``None`` where no gradient is sent to the input).
     """
     return {name: m for name, m in net.named_modules() if isinstance(m, _FeedbackMixin)}
@@ -259,7 +263,8 @@ def apply_rule(net: nn.Module, rule: str, feedback_scale: float = 1.0, seed: int
     Args:
         net: any module; layers of exactly the types nn.Linear and nn.Conv2d are converted.
         rule: ``backprop`` (net returned as is), ``fa``, ``dfa`` or ``sign_symmetry``.
-        feedback_scale: random feedback entries are N(0, (feedback_scale · rms(W))²).
+        feedback_scale: the gain s = feedback_scale · rms(W₀): random feedback entries are N(0, s²),
+            sign-symmetric feedback is s·sign(W).
         seed: with the layer name, the only source of the feedback matrices.
 
     DFA layers draw B at the first forward pass with gradients (they need the input shape and
