@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal, Optional
 
@@ -11,10 +12,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_modules import losses
-from lightning_modules.learning_rules import RULES, RuleName, apply_rule
+from datamodules.tensor import EpochPermutation
+from lightning_modules.ist import average_shared_gradients, check_ist_net, ist_loss
+from lightning_modules.learning_rules import RULES, apply_rule
+from lightning_modules.optimizers import OPTIMIZERS, build_optimizer
 from lightning_modules.nets.mlp import check_choice
 
-OptimizerName = Literal["sgd", "adam"]
+OptimizerName = Literal["sgd", "adam", "sam", "entropy_sgd"]
+ModuleRule = Literal["backprop", "fa", "dfa", "sign_symmetry", "ist"]
 Schedule = Literal["constant", "cosine"]
 
 
@@ -64,15 +69,23 @@ class SupervisedModule(pl.LightningModule):
         net: any ``nn.Module`` mapping inputs (n, ...) to outputs (n, k).
         rule: how errors reach the layers (see learning_rules.py).
         loss: see losses.py; mse is L = 1/(2n) Σ ‖f(x) − y‖².
-        optimizer: ``sgd`` (heavy-ball momentum, coupled weight decay) or ``adam``.
+        optimizer: ``sgd`` (heavy-ball momentum, coupled weight decay), ``adam``, ``sam`` (Foret et
+            al. 2021, radius ``sam_rho``) or ``entropy_sgd`` (Chaudhari et al. 2017; ``entropy_*``).
         lr: base learning rate η.
         momentum: SGD momentum (β1 for Adam is fixed at 0.9).
         weight_decay: L2 coefficient λ (adds λθ to the gradient).
         layer_lr: learning-rate multiplier per layer name, e.g. ``{"fc2": 0.1}``.
         lr_schedule: ``constant`` or ``cosine`` (decay to 0 over the run, per step).
-        feedback_scale: scale of the random feedback matrices of fa/dfa.
+        feedback_scale: entry scale of the feedback of fa/dfa/sign_symmetry, relative to the initial weights.
         seed: re-draws the net's initial weights from this seed (``None`` keeps them as given);
-            also draws the feedback matrices.
+            also draws the feedback matrices and the IST unit partitions.
+        sam_rho: SAM's neighbourhood radius ρ.
+        entropy_gamma, entropy_inner_steps, entropy_inner_lr, entropy_noise: Entropy-SGD's coupling γ,
+            Langevin steps L, inner step size and noise (choose lr near 1/γ).
+        ist_parts: K, the number of disjoint subnetworks per step with ``rule: ist`` (see ist.py).
+        replicas: R copies of the net from the same initialization, trained in lockstep; replica 0
+            sees the DataModule's minibatch order, replica r its own order from ``replica_seeds``.
+        replica_seeds: minibatch-order seeds of replicas 1..R−1 (default: data seed + r).
 
     Raises:
         ValueError: on an unknown choice or a negative rate.
@@ -81,7 +94,7 @@ class SupervisedModule(pl.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        rule: RuleName = "backprop",
+        rule: ModuleRule = "backprop",
         loss: losses.LossName = "mse",
         optimizer: OptimizerName = "sgd",
         lr: float = 0.1,
@@ -91,24 +104,43 @@ class SupervisedModule(pl.LightningModule):
         lr_schedule: Schedule = "constant",
         feedback_scale: float = 1.0,
         seed: Optional[int] = 0,
+        sam_rho: float = 0.05,
+        entropy_gamma: float = 0.03,
+        entropy_inner_steps: int = 5,
+        entropy_inner_lr: float = 0.1,
+        entropy_noise: float = 1e-4,
+        ist_parts: int = 2,
+        replicas: int = 1,
+        replica_seeds: Optional[list[int]] = None,
     ) -> None:
         super().__init__()
-        check_choice("rule", rule, RULES)
+        check_choice("rule", rule, (*RULES, "ist"))
         check_choice("loss", loss, losses.LOSSES)
-        check_choice("optimizer", optimizer, ("sgd", "adam"))
+        check_choice("optimizer", optimizer, OPTIMIZERS)
         check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"Expected argument `{name}` to be a finite number >= 0 but got {value!r}")
+        for name, value in (("ist_parts", ist_parts), ("replicas", replicas)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected argument `{name}` to be an integer >= 1 but got {value!r}")
+        if replica_seeds is not None and len(replica_seeds) != replicas - 1:
+            raise ValueError(f"Expected argument `replica_seeds` to hold replicas - 1 = {replicas - 1} seeds but got {len(replica_seeds)}")
         self.save_hyperparameters(ignore=["net"], logger=False)
         if seed is not None:
             reset_parameters(net, seed)
-        self.net = apply_rule(net, rule, feedback_scale, 0 if seed is None else seed)
+        if rule == "ist":
+            check_ist_net(net)
+        copies = [copy.deepcopy(net) for _ in range(replicas - 1)]  # same initialization
+        swap = "backprop" if rule == "ist" else rule
+        self.net = apply_rule(net, swap, feedback_scale, 0 if seed is None else seed)
+        self.replica_nets = nn.ModuleList(apply_rule(c, swap, feedback_scale, 0 if seed is None else seed) for c in copies)
         self.layer_lr = dict(layer_lr or {})
-        param_groups(self.net, lr, self.layer_lr)  # validate the layer names now, not at fit time
+        self.configure_optimizers_now()  # validate layer names and optimizer settings now, not at fit time
         self.metrics = nn.ModuleDict({f"{split}_{what}": MeanMetric() for split in ("train", "test") for what in ("loss", "acc")})
         self.diverged_at_step: Optional[int] = None
         self.last_eval_epoch: Optional[int] = None  # epoch of the latest whole-set evaluation
+        self._replica_orders: dict[tuple[int, int], list] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -125,20 +157,58 @@ class SupervisedModule(pl.LightningModule):
     # ---- training ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self.net(x), y)
+        hp = self.hparams
+        if hp.rule == "ist":
+            step_seed = (0 if hp.seed is None else hp.seed) * 1_000_003 + self.global_step  # resumes exactly
+            loss = ist_loss(self.net, self.loss_fn, x, y, hp.ist_parts, torch.Generator().manual_seed(step_seed))
+        else:
+            loss = self.loss_fn(self.net(x), y)
+        for r, replica in enumerate(self.replica_nets, start=1):
+            xr, yr = self.replica_batch(r, batch_idx)
+            loss = loss + self.loss_fn(replica(xr), yr)  # disjoint parameters: each replica gets its own gradient
         if not torch.isfinite(loss):  # diverged: stop now, skip this update, keep the last finite state
             self.diverged_at_step = self.global_step
             self.trainer.should_stop = True
             return None
         return loss
 
+    def on_after_backward(self) -> None:
+        if self.hparams.rule == "ist":
+            average_shared_gradients(self.net, self.hparams.ist_parts)
+
+    def replica_batch(self, r: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replica r's minibatch number ``batch_idx`` of this epoch, from its own seeded order."""
+        data = self.trainer.datamodule
+        split = data._split_on_device("train")
+        seeds = self.hparams.replica_seeds or [data.seed + i for i in range(1, self.hparams.replicas)]
+        key = (r, self.current_epoch)
+        if key not in self._replica_orders:
+            order = EpochPermutation(len(split), data.batch_size, shuffle=True, seed=seeds[r - 1])
+            order.set_epoch(self.current_epoch)
+            self._replica_orders = {k: v for k, v in self._replica_orders.items() if k[1] == self.current_epoch}
+            self._replica_orders[key] = list(order)
+        idx = self._replica_orders[key][batch_idx]
+        if idx is None:
+            return split.x, split.y
+        idx = idx.to(split.x.device)
+        return split.x[idx], split.y[idx]
+
+    def configure_optimizers_now(self) -> torch.optim.Optimizer:
+        """The optimizer over the net and its replicas (``layer_lr`` applies to every copy)."""
+        hp = self.hparams
+        groups = []
+        for net in (self.net, *self.replica_nets):
+            groups += param_groups(net, hp.lr, self.layer_lr)
+        hyper = {
+            "sam": {"rho": hp.sam_rho},
+            "entropy_sgd": {"gamma": hp.entropy_gamma, "inner_steps": hp.entropy_inner_steps,
+                            "inner_lr": hp.entropy_inner_lr, "noise": hp.entropy_noise},
+        }.get(hp.optimizer, {})
+        return build_optimizer(hp.optimizer, groups, hp.lr, hp.momentum, hp.weight_decay, **hyper)
+
     def configure_optimizers(self):
         hp = self.hparams
-        groups = param_groups(self.net, hp.lr, self.layer_lr)
-        if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = self.configure_optimizers_now()
         if hp.lr_schedule == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))

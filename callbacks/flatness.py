@@ -1,0 +1,104 @@
+"""Flatness: the mean increase of the training loss under random relative weight perturbations.
+
+    ΔL(σ) = (1/S) Σₛ [L(θ + δₛ) − L(θ)],    δₛ = σ · ‖W‖_F/√numel(W) · ξₛ  for each parameter tensor W,  ξₛ ~ N(0, I)
+
+A flat minimum keeps ΔL small (Hochreiter & Schmidhuber, 1997; Keskar et al., 2017, "On Large-Batch
+Training for Deep Learning", who perturb relative to the weight magnitude). Near a minimum
+ΔL ≈ ½ Σ_W s_W² tr H_WW, s_W = σ‖W‖_F/√numel(W), a magnitude-aware Hessian trace. The noise is
+relative per *tensor* (entry scale σ·rms(W)), not per entry as in the magnitude-aware flatness of
+Jiang et al., 2020 ("Fantastic Generalization Measures and Where to Find Them", σ|wᵢ|): per tensor
+it is invariant to the layer rescalings W₁ → cW₁, W₂ → W₂/c that leave a ReLU net unchanged (Dinh et al.,
+2017), and it also moves entries that are 0 (biases at init). A tensor that is all zeros is not moved.
+
+Mode and state: the loss is evaluated in *training* mode; every evaluation of a call starts from the
+same RNG state (one dropout mask for all), and modes, buffers, ``.grad``, the RNG state and the
+weights (bit for bit) are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from typing_extensions import override
+
+from callbacks.sharpness import LossFn, ProbeCallback, check_positive_int, module_loss, module_net, preserved_state, trainable_parameters
+
+
+@torch.no_grad()
+def perturbed_loss_increase(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01,
+                            n_samples: int = 10, generator: Optional[torch.Generator] = None) -> float:
+    """ΔL(σ) of the module docstring with S = ``n_samples`` draws over the trainable parameters.
+
+    ξ is drawn on the CPU from ``generator`` (seed 0 when None), sample by sample and tensor by tensor
+    in ``net.parameters()`` order, in the parameters' dtype, then moved to their device.
+
+    Raises:
+        ValueError: on a negative ``sigma`` or a non-positive ``n_samples``.
+    """
+    if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma >= 0 and sigma < float("inf")):
+        raise ValueError(f"Expected argument `sigma` to be a finite number >= 0 but got {sigma!r}")
+    check_positive_int("n_samples", n_samples)
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    params = [p for _, p in trainable_parameters(net)]
+    saved = [p.detach().clone() for p in params]
+    scales = [sigma * float(torch.linalg.vector_norm(p)) / p.numel() ** 0.5 for p in params]  # σ‖W‖_F/√numel(W)
+    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+
+    def loss() -> float:
+        with torch.random.fork_rng(devices=cuda):  # the same RNG state, so the same dropout mask, every time
+            return float(loss_fn(net(x), y))
+
+    total = 0.0
+    with preserved_state(net, train=True):
+        base = loss()
+        try:
+            for _ in range(n_samples):
+                for p, w, s in zip(params, saved, scales):
+                    xi = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                    p.copy_(w + s * xi)
+                total += loss() - base
+        finally:
+            for p, w in zip(params, saved):
+                p.copy_(w)
+    return total / n_samples
+
+
+class Flatness(ProbeCallback):
+    """Logs ``flatness/perturbed_loss_increase`` (ΔL(σ)) and ``diag/flatness_seconds`` at the end of
+    every ``every_n_epochs``-th training epoch (epoch 0 included). The perturbations ξ are the same at
+    every call (drawn from ``seed``), so the curve over epochs is not blurred by fresh noise.
+
+    Args:
+        every_n_epochs: how often to measure.
+        sigma: σ, the relative size of the perturbation of each parameter tensor.
+        n_samples: S, perturbations per call (S + 1 forward passes).
+        probe_size: training samples the loss is evaluated on; ``None`` = the whole training set.
+        seed: draws the probe subset and ξ.
+
+    Raises:
+        ValueError: on a negative ``sigma``, or a non-positive ``every_n_epochs``, ``n_samples`` or ``probe_size``.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, sigma: float = 0.01, n_samples: int = 10, probe_size: Optional[int] = None, seed: int = 0) -> None:
+        super().__init__(every_n_epochs, probe_size, seed)
+        if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and 0 <= sigma < float("inf")):
+            raise ValueError(f"Expected argument `sigma` to be a finite number >= 0 but got {sigma!r}")
+        check_positive_int("n_samples", n_samples)
+        self.sigma, self.n_samples = sigma, n_samples
+
+    def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The logged values for one call (no Lightning involved)."""
+        start = time.perf_counter()
+        increase = perturbed_loss_increase(net, loss_fn, x, y, self.sigma, self.n_samples, torch.Generator().manual_seed(self.seed))
+        return {"flatness/perturbed_loss_increase": increase, "diag/flatness_seconds": time.perf_counter() - start}
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.is_due(trainer):
+            return
+        x, y = self.probe(trainer, pl_module.device)
+        pl_module.log_dict(self.measure(module_net(pl_module), module_loss(pl_module), x, y))

@@ -1,0 +1,89 @@
+"""Replica distance: how far copies of the net trained from one initialization with different
+minibatch noise drift apart (SGD as a noisy dynamics; e.g. Mignacco et al. 2020, Feng & Tu 2021).
+
+    replica/distance        = mean_{a<b} ‖θ_a − θ_b‖² / mean_a ‖θ_a‖²
+    replica/output_distance = mean_{a<b} Σ_i ‖f_a(x_i) − f_b(x_i)‖² / mean_a Σ_i ‖f_a(x_i)‖²   (probe set)
+
+θ are the trainable parameters. The replicas are ``SupervisedModule(replicas=R)``'s ``net`` and
+``replica_nets``; both numbers are exactly 0 when every replica sees the same batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from typing_extensions import override
+
+from callbacks.sharpness import ProbeCallback, preserved_state
+
+
+def _flat(net: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters() if p.requires_grad])
+
+
+def replica_distance(nets: Sequence[nn.Module]) -> float:
+    """Mean pairwise squared parameter distance over the mean squared norm (see the module docstring).
+
+    >>> a, b = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
+    >>> _ = a.weight.data.copy_(torch.tensor([[1.0, 0.0]])); _ = b.weight.data.copy_(torch.tensor([[0.0, 1.0]]))
+    >>> replica_distance([a, b])
+    2.0
+
+    Raises:
+        ValueError: with fewer than two nets.
+    """
+    if len(nets) < 2:
+        raise ValueError(f"Expected at least 2 replicas but got {len(nets)}")
+    thetas = [_flat(n) for n in nets]
+    pairs = [((a - b) ** 2).sum() for a, b in itertools.combinations(thetas, 2)]
+    norm = torch.stack([(t**2).sum() for t in thetas]).mean()
+    return (torch.stack(pairs).mean() / norm).item()
+
+
+@torch.no_grad()
+def replica_output_distance(nets: Sequence[nn.Module], x: torch.Tensor) -> float:
+    """Mean pairwise squared distance of the outputs on ``x`` over their mean squared norm."""
+    if len(nets) < 2:
+        raise ValueError(f"Expected at least 2 replicas but got {len(nets)}")
+    outs = [n(x) for n in nets]
+    pairs = [((a - b) ** 2).sum() for a, b in itertools.combinations(outs, 2)]
+    norm = torch.stack([(o**2).sum() for o in outs]).mean()
+    return (torch.stack(pairs).mean() / norm).item()
+
+
+class ReplicaDistance(ProbeCallback):
+    """Logs ``replica/distance``, ``replica/output_distance`` and ``diag/replica_seconds``.
+
+    Args:
+        every_n_epochs: how often to measure.
+        probe_size: probe samples for the output distance (``None`` = the whole training set).
+        seed: draws the probe subset.
+
+    Raises:
+        ValueError: at fit start, when the module trains fewer than two replicas.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0) -> None:
+        super().__init__(every_n_epochs, probe_size, seed)
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if len(getattr(pl_module, "replica_nets", [])) < 1:
+            raise ValueError("Expected argument `replicas` of the model to be >= 2 for ReplicaDistance but got 1")
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.is_due(trainer):
+            return
+        start = time.perf_counter()
+        nets = [pl_module.net, *pl_module.replica_nets]
+        x, _ = self.probe(trainer, pl_module.device)
+        with preserved_state(pl_module, train=False):
+            values = {"replica/distance": replica_distance(nets), "replica/output_distance": replica_output_distance(nets, x)}
+        values["diag/replica_seconds"] = time.perf_counter() - start
+        pl_module.log_dict(values)

@@ -1,0 +1,73 @@
+"""Replicas trained in lockstep, and independent-subnetwork training (IST)."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from callbacks.replica import ReplicaDistance, replica_distance
+from datamodules.synthetic import GaussianMixture
+from lightning_modules.ist import ist_loss
+from lightning_modules.module import SupervisedModule
+from lightning_modules.nets.mlp import TwoLayerMLP
+
+
+def fit(model, data, epochs=2, callbacks=()):
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks))
+    trainer.fit(model, datamodule=data)
+    return trainer
+
+
+def data(batch_size=16):
+    return GaussianMixture(dim=5, n_train=64, n_test=16, batch_size=batch_size, seed=3)
+
+
+def test_replicas_with_the_same_seed_stay_identical_and_with_other_seeds_drift_apart():
+    same = SupervisedModule(TwoLayerMLP(5, 16, 1), lr=0.2, replicas=2, replica_seeds=[3])  # 3 = the data seed
+    callback = ReplicaDistance(probe_size=32)
+    trainer = fit(same, data(), callbacks=[callback])
+    assert all(torch.equal(p, q) for p, q in zip(same.net.parameters(), same.replica_nets[0].parameters()))
+    assert trainer.callback_metrics["replica/distance"].item() == 0.0
+    assert trainer.callback_metrics["replica/output_distance"].item() == 0.0
+
+    other = SupervisedModule(TwoLayerMLP(5, 16, 1), lr=0.2, replicas=3)
+    trainer = fit(other, data(), callbacks=[ReplicaDistance(probe_size=32)])
+    nets = [other.net, *other.replica_nets]
+    assert trainer.callback_metrics["replica/distance"].item() == pytest.approx(replica_distance(nets))
+    assert replica_distance(nets) > 1e-6
+    # Each replica equals a plain single run of its own minibatch order: replica 0 is the ordinary run.
+    single = SupervisedModule(TwoLayerMLP(5, 16, 1), lr=0.2)
+    fit(single, data())
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(single.net.parameters(), other.net.parameters()))
+
+
+def test_ist_with_one_part_equals_ordinary_training():
+    ist = SupervisedModule(TwoLayerMLP(5, 16, 1), lr=0.2, rule="ist", ist_parts=1)
+    plain = SupervisedModule(TwoLayerMLP(5, 16, 1), lr=0.2)
+    fit(ist, data())
+    fit(plain, data())
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(ist.net.parameters(), plain.net.parameters()))
+
+
+def test_ist_subnetworks_are_disjoint_and_each_sees_its_own_chunk():
+    torch.manual_seed(0)
+    net = TwoLayerMLP(3, 8, 1).double()
+    x, y = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 1, dtype=torch.float64)
+    loss_fn = lambda out, target: 0.5 * ((out - target) ** 2).mean()  # noqa: E731
+    loss = ist_loss(net, loss_fn, x, y, parts=2, generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    for units, rows in ((perm[:4], slice(0, 2)), (perm[4:], slice(2, 4))):
+        # Brute force: subnetwork of these units, doubled, on its own half of the batch.
+        h = net.features(x[rows])[:, units] * 2
+        out = h @ net.fc2.weight[:, units].T * net.c2 + net.fc2.bias
+        sub_loss = loss_fn(out, y[rows])
+        (grad,) = torch.autograd.grad(sub_loss, net.fc2.weight)
+        assert torch.allclose(net.fc2.weight.grad[:, units], grad[:, units])
+
+
+def test_ist_needs_a_two_layer_net_and_replica_seed_count_is_checked():
+    with pytest.raises(ValueError, match="TwoLayerMLP"):
+        SupervisedModule(torch.nn.Sequential(torch.nn.Linear(2, 1)), rule="ist")
+    with pytest.raises(ValueError, match="`replica_seeds`"):
+        SupervisedModule(TwoLayerMLP(2, 4), replicas=3, replica_seeds=[1])
