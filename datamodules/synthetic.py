@@ -106,7 +106,8 @@ class TeacherStudent(TensorDataModule):
     """Regression on a random two-layer teacher: y = f*(x) + ξ, x ~ N(0, I_d), ξ ~ N(0, noise_std²).
 
     The teacher is a :class:`TwoLayerMLP` in the NTK parameterization without biases,
-    f*(x) = (1/√m*) Σ_j a_j σ(w_j·x/√d), with w_j, a_j ~ N(0, 1) drawn from ``seed``; it is
+    f*(x) = (1/√m*) Σ_j a_j σ(w_j·x/√d), with w_j ~ N(0, I_d) and a_j = ±1 (random signs, so every
+    teacher neuron carries the same weight in f* and can be recovered) drawn from ``seed``; it is
     exposed as ``teacher`` for the recovery diagnostics. A linear teacher with
     ``output_dim ≥ teacher_width`` gives a rank-``teacher_width`` matrix target.
 
@@ -144,6 +145,8 @@ class TeacherStudent(TensorDataModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.teacher = TwoLayerMLP(dim, teacher_width, output_dim, activation, bias=False, parameterization="ntk")
+            with torch.no_grad():
+                self.teacher.fc2.weight.sign_()
         self.teacher.requires_grad_(False)
 
     @property
@@ -456,5 +459,78 @@ class LowDimManifold(TensorDataModule):
                 f = self.teacher(z)  # (m, 1)
             y = (f[:, 0] > 0).long() if self.classification else f
             return Split(z @ self.embedding.T, y)  # x: (m, d)
+
+        return draw(self.n_train), draw(self.n_test)
+
+
+class SignalNoisePatches(TensorDataModule):
+    """Signal-noise patch data of benign overfitting: x = [ỹ·μ, ξ] ∈ R^(2d), two patches of d.
+
+    Each sample draws a true label ỹ ∈ {±1} (Rademacher) and a noise patch
+    ξ ~ N(0, σ_p² (I − μμᵀ/‖μ‖²)), orthogonal to the signal μ. The first patch is the signal ỹ·μ,
+    the second the noise ξ (the papers say "one of the two patches"; the ShallowCNN pools over
+    patches with shared filters, so the order does not matter to it). μ = ‖μ‖·u for a unit
+    direction u drawn from ``seed`` and exposed as ``mu`` (d,). Labels are stored as class
+    indices y = (ỹ + 1)/2; ``label_noise`` flips an exact fraction of the *train* labels while
+    their signal patch keeps ỹ (the observed label disagrees with the signal, as in Kou et al.).
+    Cao, Chen, Belkin & Gu (2022), "Benign overfitting in two-layer convolutional neural
+    networks"; Kou, Chen, Chen & Gu (2023), "Benign overfitting for two-layer ReLU convolutional
+    neural networks": trained to fit the noisy labels, the CNN still has small test error when
+    n·‖μ‖⁴ ≳ σ_p⁴·d (ReLU; n·SNR^q ≳ 1 for ReLU^q in Cao et al.), and error near chance below.
+
+    Args:
+        dim: d, the size of each patch (inputs have 2d features).
+        signal_norm: ‖μ‖ ≥ 0.
+        noise_std: σ_p > 0, per-coordinate standard deviation of ξ (before the projection).
+
+    Raises:
+        ValueError: on a non-positive size, ``dim`` < 2, a negative ``signal_norm`` or a non-positive ``noise_std``.
+    """
+
+    classification = True
+    num_classes = 2
+
+    def __init__(
+        self,
+        dim: int = 1000,
+        signal_norm: float = 4.0,
+        noise_std: float = 1.0,
+        n_train: int = 100,
+        n_test: int = 1000,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        label_noise: float = 0.1,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        if not isinstance(dim, int) or dim < 2:
+            raise ValueError(f"Expected argument `dim` to be an integer >= 2 but got {dim!r}")
+        if not signal_norm >= 0:
+            raise ValueError(f"Expected argument `signal_norm` to be >= 0 but got {signal_norm!r}")
+        if not noise_std > 0:
+            raise ValueError(f"Expected argument `noise_std` to be > 0 but got {noise_std!r}")
+        self.dim, self.signal_norm, self.noise_std = dim, float(signal_norm), float(noise_std)
+        u = torch.randn(dim, generator=_generator(seed, 4), dtype=torch.float64)
+        self._direction = u / u.norm()  # (d,), unit norm
+        self.mu = (self.signal_norm * self._direction).float()  # (d,)
+
+    @property
+    def input_dim(self) -> int:
+        return 2 * self.dim
+
+    @property
+    def snr(self) -> float:
+        """SNR = ‖μ‖ / (σ_p √d), the ratio of the signal norm to the typical noise-patch norm."""
+        return self.signal_norm / (self.noise_std * math.sqrt(self.dim))
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        u = self._direction
+
+        def draw(n: int) -> Split:
+            y = torch.randint(0, 2, (n,), generator=generator)  # (n,) class index; ỹ = 2y − 1
+            g = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)  # (n, d)
+            xi = self.noise_std * (g - (g @ u)[:, None] * u)  # (n, d), projected off μ
+            signal = (2 * y - 1).to(torch.float64)[:, None] * self.signal_norm * u  # (n, d) = ỹ μ
+            return Split(torch.cat([signal, xi], dim=1).float(), y)  # x: (n, 2d)
 
         return draw(self.n_train), draw(self.n_test)
