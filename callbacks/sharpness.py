@@ -11,6 +11,9 @@ eigenvalues come from Lanczos (ARPACK's implicitly restarted Lanczos, ``scipy ei
 ``which="LA"``), the trace from Hutchinson's estimator tr H = E[vᵀHv], v Rademacher
 (Hutchinson, 1989). ``hessian_power_iteration`` is PyHessian's method, kept as a reference.
 
+Through a net converted by a learning rule (FA, DFA, ...) the products are those of exact backprop:
+the Hessian of the loss does not depend on how the rule trains the net.
+
 Mode: the loss is evaluated in *training* mode, i.e. the loss the optimizer descends (BatchNorm
 normalizes with batch statistics). Everything a call touches is restored afterwards: each
 module's train/eval flag, every buffer (BatchNorm running statistics), the parameters' ``.grad``
@@ -63,6 +66,19 @@ def preserved_state(net: nn.Module, train: bool) -> Iterator[None]:
                 p.grad = grad
 
 
+@contextmanager
+def exact_backprop(net: nn.Module) -> Iterator[None]:
+    """Exact backprop through layers a learning rule converted (lightning_modules.learning_rules),
+    so Hessians and Jacobians are those of the loss and the net, whatever rule trains them."""
+    try:
+        from lightning_modules.learning_rules import backprop_mode
+    except ImportError:  # rules without converted layers
+        yield
+        return
+    with backprop_mode(net):
+        yield
+
+
 def trainable_parameters(net: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """``(name, parameter)`` for every parameter with ``requires_grad``.
 
@@ -107,6 +123,11 @@ class ProbeCallback(pl.Callback):
         self.every_n_epochs, self.probe_size, self.seed = every_n_epochs, probe_size, seed
         self.indices: Optional[torch.Tensor] = None  # probe indices into the training set
         self._probe: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_epochs=self.every_n_epochs, probe_size=self.probe_size, seed=self.seed)
 
     def is_due(self, trainer: pl.Trainer) -> bool:
         return not trainer.sanity_checking and trainer.current_epoch % self.every_n_epochs == 0
@@ -180,7 +201,10 @@ def hessian_top_eigs(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.
     """The k largest (algebraic) eigenvalues of H = ∇²_θ loss_fn(net(x), y), by Lanczos on HVPs.
 
     ``tol`` is ARPACK's relative accuracy of the eigenvalues (0 = machine precision). The start
-    vector is fixed (numpy seed 0), so a call is deterministic.
+    vector is fixed (numpy seed 0), so a call is deterministic. ARPACK's default Krylov subspace
+    (ncv = max(2k + 1, 20)) sets a floor of about ncv + 1 HVPs (21 for k = 1) but stays reliable
+    when the top eigenvalues cluster, where smaller subspaces were seen to settle on λ₂ and power
+    iteration needs hundreds of HVPs (scripts/bench_diagnostics.py).
 
     Returns:
         ``(eigs, n_hvp)``: eigenvalues (k,) in float64, descending, and the number of HVPs used.
@@ -194,7 +218,7 @@ def hessian_top_eigs(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.
     if not tol >= 0:
         raise ValueError(f"Expected argument `tol` to be >= 0 but got {tol!r}")
     n_hvp = 0
-    with preserved_state(net, train=True):
+    with preserved_state(net, train=True), exact_backprop(net):
         hvp = _hvp_operator(net, loss_fn, x, y)
 
         def matvec(v: np.ndarray) -> np.ndarray:
@@ -221,7 +245,7 @@ def hessian_power_iteration(
     """
     n, dtype, device = _n_params(net)
     generator = torch.Generator().manual_seed(0)
-    with preserved_state(net, train=True):
+    with preserved_state(net, train=True), exact_backprop(net):
         hvp = _hvp_operator(net, loss_fn, x, y)
         v = torch.randn(n, generator=generator, dtype=torch.float64).to(device, dtype)
         v = v / v.norm()
@@ -248,7 +272,7 @@ def hessian_trace(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Ten
     n, dtype, device = _n_params(net)
     generator = torch.Generator().manual_seed(0)
     total = 0.0
-    with preserved_state(net, train=True):
+    with preserved_state(net, train=True), exact_backprop(net):
         hvp = _hvp_operator(net, loss_fn, x, y)
         for _ in range(n_probes):
             v = (2 * torch.randint(0, 2, (n,), generator=generator) - 1).to(device, dtype)

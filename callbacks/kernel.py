@@ -1,0 +1,227 @@
+"""Empirical neural tangent kernel: drift from initialization, smallest eigenvalue, target alignment.
+
+    K(x, x') = Σ_k ⟨∂f_k(x)/∂θ, ∂f_k(x')/∂θ⟩      (θ = trainable parameters, summed over outputs k)
+
+In the NTK regime K stays at K_0 during training and λ_min(K) > 0 drives the training loss to zero
+(Jacot et al., 2018; Du et al., 2019); the logged drift ‖K_t − K_0‖_F / ‖K_0‖_F measures how far
+a run is from it. The kernel is the Jacobian Gram matrix of the net in *eval* mode (a per-sample
+function: BatchNorm uses running statistics, dropout is off) with exact backprop through layers a
+learning rule converted; modes, buffers, grads and RNG are restored after each call.
+
+For a :class:`TwoLayerMLP`, f = c2 W2 σ(z) + b2 with z = c1 W1 x + b1, the kernel is closed form
+(:func:`two_layer_ntk`); any other net goes through per-sample Jacobians (:func:`jacobian_ntk`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+from typing_extensions import override
+
+from callbacks.sharpness import ProbeCallback, check_positive_int, exact_backprop, module_net, preserved_state, trainable_parameters
+from lightning_modules.nets.mlp import ACTIVATIONS, TwoLayerMLP
+
+#: σ'(z) of each activation of TwoLayerMLP (relu' (0) = 0, as autograd has it; gelu is the exact erf form).
+DERIVATIVES = {
+    "relu": lambda z: (z > 0).to(z.dtype),
+    "tanh": lambda z: 1.0 - torch.tanh(z) ** 2,
+    "erf": lambda z: (2.0 / math.sqrt(math.pi)) * torch.exp(-(z**2)),
+    "quadratic": lambda z: 2.0 * z,
+    "gelu": lambda z: 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0))) + z * torch.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi),
+    "linear": torch.ones_like,
+}
+
+
+def has_closed_form(net: nn.Module) -> bool:
+    """Whether :func:`two_layer_ntk` applies: a TwoLayerMLP with one of its own activations."""
+    return type(net) is TwoLayerMLP and net.activation in DERIVATIVES and net.sigma is ACTIVATIONS[net.activation]
+
+
+@torch.no_grad()
+def two_layer_ntk(net: TwoLayerMLP, x: torch.Tensor) -> torch.Tensor:
+    """Closed-form NTK of f(x) = c2 W2 σ(c1 W1 x + b1) + b2 with k outputs and hidden width m:
+
+        K = [W2] k c2² σ(Z) σ(Z)ᵀ + [b2] k + c2² ([W1] c1² X Xᵀ + [b1]) ∘ (σ'(Z) diag(a) σ'(Z)ᵀ),
+
+    Z = c1 X W1ᵀ + b1 (n, m), a_j = Σ_k W2[k, j]², and [·] is 1 when that parameter is trainable.
+    Costs O(n m (d + n)), against O(n² P) for Jacobians.
+    """
+    x = x.flatten(1)  # (n, d)
+    fc1, fc2, c1, c2 = net.fc1, net.fc2, net.c1, net.c2
+    trainable = lambda p: p is not None and p.requires_grad  # noqa: E731
+    z = fc1(x * c1)  # (n, m) pre-activations
+    out = fc2.weight.shape[0]
+    kernel = x.new_zeros(len(x), len(x))
+    if trainable(fc2.weight):
+        h = net.sigma(z)
+        kernel += out * c2**2 * (h @ h.T)
+    if trainable(fc2.bias):
+        kernel += out
+    if trainable(fc1.weight) or trainable(fc1.bias):
+        inputs = (c1**2) * (x @ x.T) if trainable(fc1.weight) else x.new_zeros(len(x), len(x))
+        if trainable(fc1.bias):
+            inputs += 1.0
+        d = DERIVATIVES[net.activation](z) * fc2.weight.pow(2).sum(0).sqrt()  # (n, m): σ'(z_j) √a_j
+        kernel += c2**2 * inputs * (d @ d.T)
+    return kernel
+
+
+def jacobian_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
+    """NTK from per-sample Jacobians (torch.func ``vmap(jacrev)``, one chunk of samples at a time).
+
+    With chunks of c samples, block (i, j) of K is J_i J_jᵀ; Jacobians of earlier chunks are
+    recomputed rather than kept, so memory is two chunks' Jacobians (2·c·k·P numbers) and the cost
+    is about n_chunks/2 times the unchunked one. ``None`` = one chunk.
+
+    Raises:
+        ValueError: on a non-positive ``chunk_size``.
+    """
+    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    names = [n for n, _ in trainable_parameters(net)]
+    params = {n: p.detach() for n, p in net.named_parameters() if n in names}
+    constants = {n: p.detach() for n, p in net.named_parameters() if n not in names}
+    constants.update({n: b.detach() for n, b in net.named_buffers()})
+
+    def output(theta: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
+        return functional_call(net, {**theta, **constants}, (xi.unsqueeze(0),)).reshape(-1)  # (k,)
+
+    per_sample = vmap(jacrev(output), in_dims=(None, 0))
+
+    def jacobian(xc: torch.Tensor) -> list[torch.Tensor]:
+        jac = per_sample(params, xc)  # name -> (c, k, *shape)
+        return [jac[n].reshape(len(xc), jac[n].shape[1], -1) for n in names]  # (c, k, P_n)
+
+    chunks = list(x.split(chunk_size or len(x)))
+    starts = [0]
+    for chunk in chunks:
+        starts.append(starts[-1] + len(chunk))
+    kernel = x.new_zeros(len(x), len(x))
+    with preserved_state(net, train=False), exact_backprop(net):
+        for i, xi in enumerate(chunks):
+            jac_i = jacobian(xi)
+            for j in range(i + 1):
+                jac_j = jac_i if j == i else jacobian(chunks[j])
+                block = sum(torch.einsum("akp,bkp->ab", a, b) for a, b in zip(jac_i, jac_j))
+                kernel[starts[i] : starts[i + 1], starts[j] : starts[j + 1]] = block
+                kernel[starts[j] : starts[j + 1], starts[i] : starts[i + 1]] = block.T
+    return kernel
+
+
+def empirical_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
+    """The (n, n) empirical NTK of ``net`` on ``x``, summed over outputs (module docstring).
+
+    Closed form for a TwoLayerMLP (``chunk_size`` unused), chunked per-sample Jacobians otherwise.
+
+    Raises:
+        ValueError: on a non-positive ``chunk_size`` or a net without trainable parameters.
+    """
+    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    trainable_parameters(net)
+    if has_closed_form(net):
+        with preserved_state(net, train=False):
+            return two_layer_ntk(net, x)
+    return jacobian_ntk(net, x, chunk_size)
+
+
+def kernel_alignment(kernel: torch.Tensor, y: torch.Tensor) -> float:
+    """Centered kernel-target alignment (Cortes et al., 2012): ⟨K_c, Y_c⟩_F / (‖K_c‖_F ‖Y_c‖_F),
+
+    K_c = HKH, Y_c = HYH, H = I − 11ᵀ/n, Y = y yᵀ. Class labels become one-hot rows; for two classes
+    this equals the alignment with ±1 labels (Y_±1 = 2 Y_onehot − 11ᵀ, and centering removes 11ᵀ).
+    Returns nan when K_c or Y_c is zero (e.g. a single class).
+
+    >>> y = torch.tensor([0, 1, 1, 0])
+    >>> t = 2.0 * y - 1
+    >>> round(kernel_alignment(torch.outer(t, t), y), 6)
+    1.0
+    """
+    kernel = kernel.double()
+    targets = F.one_hot(y.long()).double() if not torch.is_floating_point(y) else y.reshape(len(y), -1).double()
+    targets = targets - targets.mean(0)  # H Y₁, so Y_c = (H Y₁)(H Y₁)ᵀ
+    centered = kernel - kernel.mean(0, keepdim=True) - kernel.mean(1, keepdim=True) + kernel.mean()
+    inner = torch.trace(targets.T @ centered @ targets)
+    norm = torch.linalg.norm(centered) * torch.linalg.norm(targets.T @ targets)
+    return float(inner / norm) if norm > 0 else math.nan
+
+
+def relative_change(now: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> dict[str, float]:
+    """‖W_t − W_0‖_F / ‖W_0‖_F per named tensor; tensors with ‖W_0‖ = 0 (zero-initialized biases) are left out."""
+    changes = {}
+    for name, w0 in start.items():
+        w0 = w0.to(now[name].device, torch.float64)
+        norm = torch.linalg.norm(w0)
+        if norm > 0:
+            changes[name] = float(torch.linalg.norm(now[name].double() - w0) / norm)
+    return changes
+
+
+class KernelDrift(ProbeCallback):
+    """Logs ``kernel/drift`` (‖K_t − K_0‖_F / ‖K_0‖_F), ``kernel/lambda_min``, ``kernel/alignment``,
+    ``weights/rel_change/<name>`` and ``diag/kernel_seconds`` every ``every_n_epochs`` epochs.
+
+    K_0 and the initial weights are taken at the start of fit (before the first step), on a probe set
+    of ``probe_size`` training samples drawn once from ``seed``; both are checkpointed, so a resumed
+    run keeps measuring against the original init. ``<name>`` is each trainable parameter tensor of
+    the net (``fc1.weight``, ``fc2.bias``, ...), except tensors that start at zero.
+
+    Args:
+        every_n_epochs: how often to measure (epoch 0 included).
+        probe_size: probe samples (``None`` = the whole training set); K is probe_size².
+        seed: draws the probe subset.
+        chunk_size: samples per Jacobian chunk for nets without a closed form (memory bound).
+
+    Raises:
+        ValueError: on a non-positive ``every_n_epochs``, ``probe_size`` or ``chunk_size``.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0, chunk_size: Optional[int] = None) -> None:
+        super().__init__(every_n_epochs, probe_size, seed)
+        check_positive_int("chunk_size", chunk_size, allow_none=True)
+        self.chunk_size = chunk_size
+        self.kernel_0: Optional[torch.Tensor] = None  # (n, n), CPU
+        self.weights_0: Optional[dict[str, torch.Tensor]] = None  # name -> tensor, CPU
+
+    def measure(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The logged values for one call (no Lightning involved); the first call sets K_0 and W_0."""
+        start = time.perf_counter()
+        kernel = empirical_ntk(net, x, self.chunk_size).double()
+        weights = {n: p.detach() for n, p in trainable_parameters(net)}
+        if self.kernel_0 is None:
+            self.kernel_0, self.weights_0 = kernel.cpu(), {n: w.to("cpu", copy=True) for n, w in weights.items()}
+        kernel_0 = self.kernel_0.to(kernel.device)
+        values = {
+            "kernel/drift": float(torch.linalg.norm(kernel - kernel_0) / torch.linalg.norm(kernel_0)),
+            "kernel/lambda_min": float(torch.linalg.eigvalsh(kernel)[0]),
+            "kernel/alignment": kernel_alignment(kernel, y),
+        }
+        values.update({f"weights/rel_change/{n}": v for n, v in relative_change(weights, self.weights_0).items()})
+        values["diag/kernel_seconds"] = time.perf_counter() - start
+        return values
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.kernel_0 is None:  # not restored from a checkpoint
+            x, y = self.probe(trainer, pl_module.device)
+            self.measure(module_net(pl_module), x, y)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.is_due(trainer):
+            x, y = self.probe(trainer, pl_module.device)
+            pl_module.log_dict(self.measure(module_net(pl_module), x, y))
+
+    @override
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "kernel_0": self.kernel_0, "weights_0": self.weights_0}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.kernel_0, self.weights_0 = state_dict.get("kernel_0"), state_dict.get("weights_0")

@@ -1,0 +1,94 @@
+"""Teacher-neuron recovery: does some student neuron point where each teacher neuron points?
+
+A hidden neuron of f(x) = c2 W2 σ(c1 W1 x + b1) + b2 is the map x ↦ σ(c1 w_j·x + b_j); we compare
+neurons by the cosine between their augmented vectors u_j = (c1 w_j, b_j) (b_j = 0 for a net
+without biases), so a student neuron recovers a teacher neuron when it computes the same
+pre-activation up to a positive factor (Goldt et al., 2019; Safran & Shamir, 2018). For odd σ
+(tanh, erf, linear) and even σ (quadratic), −u is the same neuron up to the sign of its output
+weight, so the cosine is taken in absolute value there. The recovery is
+
+    min over teacher neurons i of  max over student neurons j of  cos(u*_i, u_j),
+
+1 when every teacher neuron is present in the student. (A linear teacher's neurons are not
+identifiable, any rotation of them gives the same function; the number is meaningless there.)
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+from typing_extensions import override
+
+from callbacks.sharpness import check_positive_int, module_net
+from lightning_modules.nets.mlp import TwoLayerMLP
+
+#: Activations with σ(−z) = ±σ(z): a flipped neuron is the same neuron.
+SIGN_SYMMETRIC = ("tanh", "erf", "linear", "quadratic")
+
+
+def neuron_vectors(net: TwoLayerMLP) -> torch.Tensor:
+    """(m, d + 1) rows u_j = (c1 w_j, b_j) in float64 on the CPU (b_j = 0 without bias)."""
+    weight = net.fc1.weight.detach().to("cpu", torch.float64) * net.c1
+    bias = net.fc1.bias.detach().to("cpu", torch.float64) if net.fc1.bias is not None else weight.new_zeros(len(weight))
+    return torch.cat([weight, bias[:, None]], dim=1)
+
+
+def match_neurons(student: TwoLayerMLP, teacher: TwoLayerMLP) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each teacher neuron, the best-matching student neuron and its cosine (module docstring).
+
+    Returns:
+        ``(indices, cosines)``, each of length teacher width.
+
+    Raises:
+        ValueError: when either net is not a TwoLayerMLP or the input dimensions differ.
+    """
+    for name, net in (("student", student), ("teacher", teacher)):
+        if not isinstance(net, TwoLayerMLP):
+            raise ValueError(f"Expected argument `{name}` to be a TwoLayerMLP but got {type(net).__name__}")
+    if student.input_dim != teacher.input_dim:
+        raise ValueError(f"Expected argument `student` to have input_dim {teacher.input_dim} (the teacher's) but got {student.input_dim}")
+    u_teacher, u_student = neuron_vectors(teacher), neuron_vectors(student)
+    cos = torch.nn.functional.normalize(u_teacher, dim=1) @ torch.nn.functional.normalize(u_student, dim=1).T  # (m*, m)
+    if teacher.activation in SIGN_SYMMETRIC:
+        cos = cos.abs()
+    best, indices = cos.max(dim=1)
+    return indices, best
+
+
+def teacher_recovery(student: TwoLayerMLP, teacher: TwoLayerMLP) -> float:
+    """min over teacher neurons of the best cosine to any student neuron (``teacher/min_max_cosine``).
+
+    Raises:
+        ValueError: as :func:`match_neurons`.
+    """
+    return float(match_neurons(student, teacher)[1].min())
+
+
+class TeacherRecovery(pl.Callback):
+    """Logs ``teacher/min_max_cosine`` and ``diag/teacher_seconds`` at the end of every ``every_n_epochs``-th
+    training epoch (epoch 0 included), with the teacher taken from ``trainer.datamodule.teacher``.
+
+    Raises:
+        ValueError: on a non-positive ``every_n_epochs``; at fit start, when the DataModule has no ``teacher``
+            or the student is not a TwoLayerMLP.
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        check_positive_int("every_n_epochs", every_n_epochs)
+        self.every_n_epochs = every_n_epochs
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if getattr(trainer.datamodule, "teacher", None) is None:
+            raise ValueError(f"Expected a DataModule with a `teacher` (e.g. datamodules.synthetic.TeacherStudent) for TeacherRecovery but got {type(trainer.datamodule).__name__}")
+        match_neurons(module_net(pl_module), trainer.datamodule.teacher)  # raises on a student that is no TwoLayerMLP
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        start = time.perf_counter()
+        value = teacher_recovery(module_net(pl_module), trainer.datamodule.teacher)
+        pl_module.log_dict({"teacher/min_max_cosine": value, "diag/teacher_seconds": time.perf_counter() - start})
