@@ -298,10 +298,6 @@ class SingleIndex(TensorDataModule):
     def input_dim(self) -> int:
         return self.d
 
-    @property
-    def output_dim(self) -> int:
-        return 1
-
     def build(self, generator: torch.Generator) -> tuple[Split, Split]:
         def draw(m: int) -> Split:
             x = torch.randn(m, self.d, generator=generator)  # (m, d)
@@ -367,10 +363,6 @@ class OneDimensional(TensorDataModule):
 
     @property
     def input_dim(self) -> int:
-        return 1
-
-    @property
-    def output_dim(self) -> int:
         return 1
 
     def build(self, generator: torch.Generator) -> tuple[Split, Split]:
@@ -445,10 +437,6 @@ class LowDimManifold(TensorDataModule):
     @property
     def input_dim(self) -> int:
         return self.d
-
-    @property
-    def output_dim(self) -> int:
-        return 1
 
     def build(self, generator: torch.Generator) -> tuple[Split, Split]:
         def draw(m: int) -> Split:

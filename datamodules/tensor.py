@@ -162,7 +162,7 @@ class TensorDataModule(pl.LightningDataModule):
         """Number of network outputs: 1 for binary labels and scalar regression, else the class count."""
         if self.classification:
             return 1 if self.num_classes == 2 else self.num_classes
-        raise NotImplementedError
+        return 1  # scalar regression (multi-output regression overrides this)
 
     # ---- shared machinery ------------------------------------------------------------------------
     def prepare_splits(self) -> None:

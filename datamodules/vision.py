@@ -86,17 +86,17 @@ class ImageClassification(TensorDataModule):
 
     def __init__(
         self,
-        data_dir: str,
-        classes: Optional[list[int]],
-        flatten: bool,
-        normalize: bool,
-        download: bool,
-        n_train: Optional[int],
-        n_test: Optional[int],
-        batch_size: Optional[int],
-        seed: int,
-        label_noise: float,
-        eval_batch_size: int,
+        data_dir: str = "data",
+        classes: Optional[list[int]] = None,
+        flatten: bool = True,
+        normalize: bool = True,
+        download: bool = False,
+        n_train: Optional[int] = None,
+        n_test: Optional[int] = None,
+        batch_size: Optional[int] = 128,
+        seed: int = 0,
+        label_noise: float = 0.0,
+        eval_batch_size: int = 8192,
     ) -> None:
         # The base validates positive integers; None (= all images) is resolved in build.
         super().__init__(1 if n_train is None else n_train, 1 if n_test is None else n_test, batch_size, seed, label_noise, eval_batch_size)
@@ -179,22 +179,6 @@ class MNIST(ImageClassification):
 
     shape, sizes = (1, 28, 28), (60000, 10000)
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        classes: Optional[list[int]] = None,
-        flatten: bool = True,
-        normalize: bool = True,
-        download: bool = False,
-        n_train: Optional[int] = None,
-        n_test: Optional[int] = None,
-        batch_size: Optional[int] = 128,
-        seed: int = 0,
-        label_noise: float = 0.0,
-        eval_batch_size: int = 8192,
-    ) -> None:
-        super().__init__(data_dir, classes, flatten, normalize, download, n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
-
     @property
     def folder(self) -> Path:
         return (self.data_dir / "MNIST" / "raw").resolve()
@@ -235,22 +219,6 @@ class CIFAR10(ImageClassification):
     """
 
     shape, sizes = (3, 32, 32), (50000, 10000)
-
-    def __init__(
-        self,
-        data_dir: str = "data",
-        classes: Optional[list[int]] = None,
-        flatten: bool = True,
-        normalize: bool = True,
-        download: bool = False,
-        n_train: Optional[int] = None,
-        n_test: Optional[int] = None,
-        batch_size: Optional[int] = 128,
-        seed: int = 0,
-        label_noise: float = 0.0,
-        eval_batch_size: int = 8192,
-    ) -> None:
-        super().__init__(data_dir, classes, flatten, normalize, download, n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
 
     @property
     def folder(self) -> Path:

@@ -6,23 +6,12 @@ and a ResNet-ish conv net with BatchNorm (batch statistics in training mode) on 
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
 
 from lightning_modules import losses
 from lightning_modules.nets.mlp import TwoLayerMLP
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """One torch thread while a module's tests run: these tiny ops only lose from threading, and on a
-    busy 2-core machine two threads make conv nets 5-20x slower. Import it into a test module to use it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def mse(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

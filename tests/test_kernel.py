@@ -8,7 +8,9 @@ import torch
 
 from callbacks.kernel import KernelDrift, empirical_ntk, has_closed_form, jacobian_ntk, kernel_alignment, two_layer_ntk
 from lightning_modules.nets.mlp import ACTIVATIONS, TwoLayerMLP
-from tests.diag_cases import CASES, per_sample_jacobian_ntk, single_thread  # noqa: F401 (autouse fixture)
+from tests.diag_cases import CASES, per_sample_jacobian_ntk
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> bool:

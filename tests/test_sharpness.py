@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from callbacks.sharpness import HessianSharpness, hessian_power_iteration, hessian_top_eigs, hessian_trace
-from tests.diag_cases import CASES, dense_hessian, single_thread  # noqa: F401 (autouse fixture)
+from tests.diag_cases import CASES, dense_hessian
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(params=sorted(CASES))
