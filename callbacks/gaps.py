@@ -8,6 +8,8 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from lightning_modules.publish import publish
+
 
 def generalization_gaps(metrics: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
     """``gap/loss`` = test/loss − train/loss and ``gap/acc`` = train/acc − test/acc, where both are present.
@@ -33,4 +35,4 @@ class TrainTestGap(pl.Callback):
             return
         gaps = generalization_gaps(trainer.callback_metrics)
         if gaps:
-            pl_module.log_dict(gaps, sync_dist=trainer.world_size > 1)
+            publish(trainer, gaps)

@@ -16,6 +16,7 @@ from datamodules.tensor import EpochPermutation
 from lightning_modules.ist import average_shared_gradients, check_ist_net, ist_loss
 from lightning_modules.learning_rules import RULES, apply_rule
 from lightning_modules.optimizers import OPTIMIZERS, build_optimizer
+from lightning_modules.publish import publish
 from lightning_modules.nets.mlp import check_choice
 
 OptimizerName = Literal["sgd", "adam", "sam", "entropy_sgd"]
@@ -231,8 +232,7 @@ class SupervisedModule(pl.LightningModule):
                 if metric.update_called:
                     values[f"{split}/{what}"] = metric.compute()
                 metric.reset()
-        if values:
-            self.log_dict(values, sync_dist=self.trainer.world_size > 1)  # equal on all ranks already
+        publish(self.trainer, values)  # metric.compute() has already reduced across ranks
         return values
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
