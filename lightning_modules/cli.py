@@ -215,10 +215,14 @@ def main(args: Optional[list[str]] = None) -> int:
     status, code = "completed", EXIT_OK
     if isinstance(trainer.logger, SummaryLogger):
         trainer.logger.write_layout()
+    error = None
     try:
         trainer.fit(model, datamodule=data, ckpt_path=cli.resume_from)
     except SIGTERMException:  # preempted: LastCheckpoint has saved the state
         status, code = "interrupted", EXIT_SIGTERM
+    except (ValueError, FileNotFoundError) as err:  # a setting that only fails once training starts
+        status, code, error = "failed", EXIT_BAD_CONFIG, condense_error(str(err))
+        print(f"error: {error}", file=sys.stderr)
     except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
         if not trainer.interrupted:
             raise
@@ -233,6 +237,8 @@ def main(args: Optional[list[str]] = None) -> int:
         logger.log_hparams_summary(cli.config.as_dict(), metrics)
     log_dir = Path(logger.log_dir) if logger is not None else Path(trainer.default_root_dir)
     extra = {"diverged_at_step": model.diverged_at_step} if status == "diverged" else {}
+    if error is not None:
+        extra["error"] = error
     write_summary(
         log_dir / "summary.json",
         metrics,
