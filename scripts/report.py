@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -150,6 +151,7 @@ def sweep_figures(csv_path: Path, out: Path) -> list[Path]:
                     ax.axvline(n_train.pop(), color="gray", ls=":", label="n_train")
             if log_x:
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
             ax.set_xlabel(key)
             ax.set_title(metric, fontsize=9)
             ax.legend(fontsize=7)
