@@ -5,7 +5,6 @@ benign overfitting (Cao et al. 2022; Kou et al. 2023) and double descent of rand
 from __future__ import annotations
 
 import pytest
-import torch
 import yaml
 
 from experiment_runner import ROOT, run_config
