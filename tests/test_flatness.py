@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from callbacks.flatness import Flatness, perturbed_loss_increase
-from tests.diag_cases import CASES, mse, single_thread  # noqa: F401 (autouse fixture)
+from tests.diag_cases import CASES, mse
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_zero_at_sigma_zero_and_state_restored_bit_for_bit():

@@ -15,7 +15,9 @@ from lightning_modules import losses
 from lightning_modules.module import SupervisedModule, param_groups
 from lightning_modules.nets.mlp import TwoLayerMLP
 from lightning_modules.optimizers import SAM, EntropySGD, build_optimizer
-from tests.diag_cases import CASES, single_thread  # noqa: F401 (autouse fixture)
+from tests.diag_cases import CASES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quadratic(seed: int = 0):

@@ -8,7 +8,9 @@ import torch
 
 from callbacks.sgd_noise import GradientNoise, gradient_noise_trace
 from datamodules.synthetic import GaussianMixture
-from tests.diag_cases import CASES, single_thread  # noqa: F401 (autouse fixture)
+from tests.diag_cases import CASES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grad(net, loss_fn, x, y) -> torch.Tensor:
