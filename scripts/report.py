@@ -112,13 +112,15 @@ def as_number(value: str) -> Optional[float]:
         return None
 
 
-def sweep_figures(csv_path: Path, out: Path) -> list[Path]:
+def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -> list[Path]:
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         rows = [r for r in reader if r.get("status") in ("completed", "diverged")]
     swept = header[1: header.index("seed")] if "seed" in header else []
     metrics = [c for c in header if c not in FIXED and c not in swept and c != "epoch" and not c.startswith("diag/")]
+    if only:
+        metrics = [m for m in metrics if any(m == o or m.startswith(o.rstrip("*")) and o.endswith("*") for o in only)]
     paths = []
     for key in swept:
         xs = sorted({as_number(r[key]) for r in rows if as_number(r[key]) is not None})
@@ -129,26 +131,30 @@ def sweep_figures(csv_path: Path, out: Path) -> list[Path]:
         nrows = math.ceil(len(shown) / cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
         log_x = max(xs) / max(min(xs), 1e-12) >= 8 and min(xs) > 0
+        others = [k for k in swept if k != key]  # one line per combination of the other swept keys
         for ax, metric in zip(axes.flat, shown):
-            groups = defaultdict(list)
+            series = defaultdict(lambda: defaultdict(list))
             for r in rows:
                 x, y = as_number(r[key]), as_number(r.get(metric))
                 if x is not None and y is not None and math.isfinite(y):
-                    groups[x].append(y)
-            gx = np.array(sorted(groups))
-            mean = np.array([np.mean(groups[x]) for x in gx])
-            std = np.array([np.std(groups[x]) for x in gx])
-            label = metric
-            if metric.startswith(POWER_LAW) and len(gx) >= 2 and (mean > 0).all():
-                slope = power_law_slope(gx, mean)
-                label = f"{metric} (slope {slope:.2f})"
-                ax.set_yscale("log")
-            ax.errorbar(gx, mean, yerr=std, marker="o", capsize=3, label=label)
+                    series[", ".join(f"{k}={r[k]}" for k in others)][x].append(y)
+            for name, groups in sorted(series.items()):
+                gx = np.array(sorted(groups))
+                mean = np.array([np.mean(groups[x]) for x in gx])
+                std = np.array([np.std(groups[x]) for x in gx])
+                label = f"{metric} {name}".strip()
+                if metric.startswith(POWER_LAW) and log_x and len(gx) >= 2 and (mean > 0).all():
+                    label += f" (slope {power_law_slope(gx, mean):.2f})"
+                    ax.set_yscale("log")
+                ax.errorbar(gx, mean, yerr=std, marker="o", capsize=3, label=label)
+                if metric == "test/acc":
+                    ax.errorbar(gx, 1 - mean, yerr=std, marker="s", capsize=3, label=f"test error {name}".strip())
             if metric == "test/acc":
-                ax.errorbar(gx, 1 - mean, yerr=std, marker="s", capsize=3, label="test error")
                 n_train = {as_number(r.get("data.n_train")) for r in rows} if "data.n_train" not in swept else set()
                 if len(n_train) == 1 and None not in n_train:
                     ax.axvline(n_train.pop(), color="gray", ls=":", label="n_train")
+            if metric.endswith("/loss") and all(v > 0 for g in series.values() for vs in g.values() for v in vs):
+                ax.set_yscale("log")
             if log_x:
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
@@ -176,13 +182,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="PNG figures from run logs or a sweep CSV.")
     parser.add_argument("path", type=Path, help="a run folder, a folder of runs, or a sweep results.csv")
     parser.add_argument("--out", type=Path, default=None, help="where to write PNGs (default: next to PATH, in figures/)")
+    parser.add_argument("--metrics", default=None, help="sweeps: comma-separated tags to draw (a trailing * matches a prefix); default all")
     args = parser.parse_args(argv)
     if not args.path.exists():
         parser.error(f"no such file or folder: {args.path}")
     out = args.out or ((args.path.parent if args.path.is_file() else args.path) / "figures")
     out.mkdir(parents=True, exist_ok=True)
     if args.path.suffix == ".csv":
-        written = sweep_figures(args.path, out)
+        written = sweep_figures(args.path, out, args.metrics.split(",") if args.metrics else None)
     else:
         written = [p for run in find_runs(args.path) if (p := run_figure(run, out)) is not None]
     if not written:

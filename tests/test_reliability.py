@@ -30,7 +30,7 @@ def weights(root: Path) -> dict:
 
 
 def test_divergence_stops_with_status_logs_and_last_finite_checkpoint(tmp_path):
-    result = train(tmp_path, "--model.lr", "1e6", "--data.batch_size", "null", "--trainer.max_epochs", "50")
+    result = train(tmp_path, "--model.lr", "1e6", "--data.batch_size", "null", "--trainer.max_epochs", "50", "--checkpoint_every_n_epochs", "1")
     assert result.returncode == 3, result.stderr[-1000:]
     assert "diverged" in result.stdout
     info = summary(tmp_path)
