@@ -1,12 +1,8 @@
-"""Tests import their shared helpers (experiment_runner, diag_cases, ...) from this folder."""
+"""Shared fixtures. Tests import their helpers (experiment_runner, tests.diag_cases, ...) through
+``pythonpath = . tests`` in setup.cfg."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
