@@ -141,30 +141,39 @@ def best_of(repeats: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(repeats))
 
 
+def paired(repeats: int, ours: Callable[[], float], reference: Callable[[], float]) -> tuple[float, float]:
+    """Best of ``repeats`` for each, run alternately so that both see the same machine load."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(ours())
+        b.append(reference())
+    return min(a), min(b)
+
+
 def training_loop_rows(quick: bool, device: torch.device) -> list[dict]:
     rows = []
-    repeats = 2 if quick else 3
+    repeats = 3 if quick else 5
     # Full batch on the benchmark problem (d=64, width 1024, n=2048): one GD step per epoch.
     epochs = 60 if quick else 200
     args = (64, 1024, 2048, None, epochs, 10)
-    ours = best_of(repeats, lambda: lightning_seconds_per_step(*args, evaluate=False, device=device))
-    ref = best_of(repeats, lambda: plain_seconds_per_step(*args, evaluate=False, device=device))
+    ours, ref = paired(repeats, lambda: lightning_seconds_per_step(*args, evaluate=False, device=device),
+                       lambda: plain_seconds_per_step(*args, evaluate=False, device=device))
     rows.append(row("training_loop_full_batch", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
                     "full-batch GD, d=64, width 1024, n=2048; vs a plain PyTorch loop doing the same updates"))
-    ours = best_of(repeats, lambda: lightning_seconds_per_step(*args, evaluate=True, device=device))
-    ref = best_of(repeats, lambda: plain_seconds_per_step(*args, evaluate=True, device=device))
+    ours, ref = paired(repeats, lambda: lightning_seconds_per_step(*args, evaluate=True, device=device),
+                       lambda: plain_seconds_per_step(*args, evaluate=True, device=device))
     rows.append(row("training_loop_full_batch_with_eval", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
                     "as above plus whole-set train/test metrics and TensorBoard logging after every step, in both"))
     # The default model of configs/default.yaml (d=16, width 512, n=2048), with its per-epoch evaluation.
     dargs = (16, 512, 2048, None, epochs, 10)
-    ours = best_of(repeats, lambda: lightning_seconds_per_step(*dargs, evaluate=True, device=device))
-    ref = best_of(repeats, lambda: plain_seconds_per_step(*dargs, evaluate=True, device=device))
+    ours, ref = paired(repeats, lambda: lightning_seconds_per_step(*dargs, evaluate=True, device=device),
+                       lambda: plain_seconds_per_step(*dargs, evaluate=True, device=device))
     rows.append(row("training_loop_default_config", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
                     "configs/default.yaml model and data, whole-set metrics every epoch, in both"))
     # Minibatch SGD (batch 128): 16 steps per epoch.
     margs = (64, 1024, 2048, 128, 6 if quick else 15, 16)
-    ours = best_of(repeats, lambda: lightning_seconds_per_step(*margs, evaluate=False, device=device))
-    ref = best_of(repeats, lambda: plain_seconds_per_step(*margs, evaluate=False, device=device))
+    ours, ref = paired(repeats, lambda: lightning_seconds_per_step(*margs, evaluate=False, device=device),
+                       lambda: plain_seconds_per_step(*margs, evaluate=False, device=device))
     loader = best_of(repeats, lambda: plain_seconds_per_step(*margs, evaluate=False, device=device, feed="dataloader"))
     rows.append(row("training_loop_minibatch", ours * 1e3, ref * 1e3, "ms/step", ours / ref, "<= 1.15",
                     "batch 128, d=64, width 1024, n=2048; vs a plain loop over index slices"))
@@ -189,8 +198,7 @@ def diagnostics_overhead_rows(quick: bool) -> list[dict]:
 
     fit_seconds("--trainer.max_epochs", "5")  # warm-up: imports, first allocations
     repeats = 2 if quick else 3
-    plain = best_of(repeats, lambda: fit_seconds("--trainer.callbacks", "[]"))
-    with_diag = best_of(repeats, lambda: fit_seconds())
+    with_diag, plain = paired(repeats, lambda: fit_seconds(), lambda: fit_seconds("--trainer.callbacks", "[]"))
     return [row("diagnostics_overhead", with_diag, plain, "s", with_diag / plain, "<= 1.2",
                 f"configs/default.yaml fit ({epochs} epochs) with its default diagnostics (sharpness, kernel drift) vs none")]
 
