@@ -26,34 +26,34 @@ def _flat(net: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in net.parameters() if p.requires_grad])
 
 
+def mean_pairwise_over_norm(vectors: Sequence[torch.Tensor]) -> float:
+    """mean_{a<b} ‖v_a − v_b‖² / mean_a ‖v_a‖².
+
+    Raises:
+        ValueError: with fewer than two vectors.
+    """
+    if len(vectors) < 2:
+        raise ValueError(f"Expected at least 2 replicas but got {len(vectors)}")
+    pairs = [((a - b) ** 2).sum() for a, b in itertools.combinations(vectors, 2)]
+    norm = torch.stack([(v**2).sum() for v in vectors]).mean()
+    return (torch.stack(pairs).mean() / norm).item()
+
+
 def replica_distance(nets: Sequence[nn.Module]) -> float:
-    """Mean pairwise squared parameter distance over the mean squared norm (see the module docstring).
+    """``replica/distance`` over the trainable parameters (see the module docstring).
 
     >>> a, b = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
     >>> _ = a.weight.data.copy_(torch.tensor([[1.0, 0.0]])); _ = b.weight.data.copy_(torch.tensor([[0.0, 1.0]]))
     >>> replica_distance([a, b])
     2.0
-
-    Raises:
-        ValueError: with fewer than two nets.
     """
-    if len(nets) < 2:
-        raise ValueError(f"Expected at least 2 replicas but got {len(nets)}")
-    thetas = [_flat(n) for n in nets]
-    pairs = [((a - b) ** 2).sum() for a, b in itertools.combinations(thetas, 2)]
-    norm = torch.stack([(t**2).sum() for t in thetas]).mean()
-    return (torch.stack(pairs).mean() / norm).item()
+    return mean_pairwise_over_norm([_flat(n) for n in nets])
 
 
 @torch.no_grad()
 def replica_output_distance(nets: Sequence[nn.Module], x: torch.Tensor) -> float:
-    """Mean pairwise squared distance of the outputs on ``x`` over their mean squared norm."""
-    if len(nets) < 2:
-        raise ValueError(f"Expected at least 2 replicas but got {len(nets)}")
-    outs = [n(x) for n in nets]
-    pairs = [((a - b) ** 2).sum() for a, b in itertools.combinations(outs, 2)]
-    norm = torch.stack([(o**2).sum() for o in outs]).mean()
-    return (torch.stack(pairs).mean() / norm).item()
+    """``replica/output_distance``: the same on the outputs on ``x``."""
+    return mean_pairwise_over_norm([n(x) for n in nets])
 
 
 class ReplicaDistance(ProbeCallback):
