@@ -215,6 +215,58 @@ def diagnostics_rows(quick: bool) -> list[dict]:
     return rows
 
 
+def speed_path_rows(quick: bool, device: torch.device) -> list[dict]:
+    """Optional speed paths a user would try, each against the eager float32 step of the same
+    model: ``torch.compile`` of the net (full batch, the benchmark MLP), and on CUDA bf16
+    autocast and channels-last for SmallConvNet on CIFAR-sized batches. Ratios > 1 help."""
+    from lightning_modules.nets.cnn import SmallConvNet
+
+    rows = []
+    steps = 20 if quick else 60
+
+    def step_seconds(net, x, y, compile_net=False, autocast=False, channels_last=False) -> float:
+        net = net.to(device)
+        if channels_last:
+            net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model = torch.compile(net) if compile_net else net
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+        def one():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = ((model(x).float() - y) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):  # warm-up (and compilation)
+            one()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            one()
+        sync(device)
+        return (time.perf_counter() - start) / steps
+
+    torch.manual_seed(0)
+    x, y = torch.randn(2048, 64, device=device), torch.randn(2048, 1, device=device)
+    eager = step_seconds(TwoLayerMLP(64, 1024, 1), x, y)
+    try:
+        compiled = step_seconds(TwoLayerMLP(64, 1024, 1), x, y, compile_net=True)
+        rows.append(row("speed_torch_compile_mlp", compiled * 1e3, eager * 1e3, "ms/step", eager / compiled, ">= 1.1",
+                        "torch.compile(TwoLayerMLP(64, 1024)) vs eager, full batch n=2048 (compilation excluded)"))
+    except Exception as err:  # noqa: BLE001 (no compiler toolchain, unsupported backend)
+        rows.append({"name": "speed_torch_compile_mlp", "ours": None, "reference": None, "unit": "ms/step", "ratio": None,
+                     "target": ">= 1.1", "meets_target": None, "note": f"skipped: torch.compile failed ({type(err).__name__})"})
+    if device.type == "cuda":
+        xi, yi = torch.randn(256, 3, 32, 32, device=device), torch.randn(256, 10, device=device)
+        eager = step_seconds(SmallConvNet(3 * 32 * 32, 10, width=64, input_shape=(3, 32, 32)), xi, yi)
+        for name, kwargs in (("speed_bf16_autocast_cnn", {"autocast": True}), ("speed_channels_last_cnn", {"channels_last": True})):
+            fast = step_seconds(SmallConvNet(3 * 32 * 32, 10, width=64, input_shape=(3, 32, 32)), xi, yi, **kwargs)
+            rows.append(row(name, fast * 1e3, eager * 1e3, "ms/step", eager / fast, ">= 1.1",
+                            f"SmallConvNet(width 64), batch 256 of 3x32x32, {name.split('_')[1]} vs eager float32"))
+    return rows
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
@@ -228,11 +280,19 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for CI (under 3 minutes on 2 CPU cores)")
     parser.add_argument("--out", default="benchmark_results.json", help="where to write the JSON results")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--only", default=None, help="comma-separated groups: training_loop, diagnostics, overhead, speed "
+                        "(speed paths need compilation and run only without --quick)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results = training_loop_rows(args.quick, device) + diagnostics_rows(args.quick)
-    if device.type == "cpu":
-        results += diagnostics_overhead_rows(args.quick)
+    groups = {"training_loop": lambda: training_loop_rows(args.quick, device),
+              "diagnostics": lambda: diagnostics_rows(args.quick),
+              "overhead": lambda: diagnostics_overhead_rows(args.quick) if device.type == "cpu" else [],
+              "speed": lambda: speed_path_rows(args.quick, device) if not args.quick else []}
+    chosen = args.only.split(",") if args.only else list(groups)
+    unknown = [g for g in chosen if g not in groups]
+    if unknown:
+        parser.error(f"--only expects some of {', '.join(groups)} but got {', '.join(unknown)}")
+    results = [r for g in chosen for r in groups[g]()]
     report = {"machine": machine(), "torch": torch.__version__, "device": str(device), "quick": args.quick,
               "date": time.strftime("%Y-%m-%d"), "results": results}
     Path(args.out).write_text(json.dumps(report, indent=2))
