@@ -12,7 +12,7 @@ from callbacks.sgd_noise import GradientNoise
 from datamodules.synthetic import GaussianMixture
 from datamodules.tensor import EpochPermutation
 from lightning_modules import losses
-from lightning_modules.module import SupervisedModule, param_groups
+from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
 from lightning_modules.optimizers import SAM, EntropySGD, build_optimizer
 from tests.diag_cases import CASES
@@ -134,20 +134,16 @@ def test_bad_arguments_name_the_argument():
 
 
 class CountingSAMModule(SupervisedModule):
-    """SupervisedModule with SAM (the lead wires ``optimizer="sam"`` in module.py; this stands in for it)."""
+    """SupervisedModule(optimizer="sam") that counts its training_step calls (closure evaluations)."""
 
     def training_step(self, batch, batch_idx):
         self.calls = getattr(self, "calls", 0) + 1
         return super().training_step(batch, batch_idx)
 
-    def configure_optimizers(self):
-        hp = self.hparams
-        return build_optimizer("sam", param_groups(self.net, hp.lr, self.layer_lr), hp.lr, hp.momentum, rho=0.1)
-
 
 def test_sam_inside_lightning_equals_a_plain_loop_and_calls_the_closure_twice():
     dm = GaussianMixture(dim=8, n_clusters=4, n_train=64, n_test=32, batch_size=16, seed=0)
-    model = CountingSAMModule(TwoLayerMLP(8, 16, 1), loss="mse", lr=0.3, momentum=0.5, seed=1)
+    model = CountingSAMModule(TwoLayerMLP(8, 16, 1), loss="mse", optimizer="sam", sam_rho=0.1, lr=0.3, momentum=0.5, seed=1)
     net = copy.deepcopy(model.net)
     dm.prepare_splits()
     x, y = dm.train.x, dm.train.y
