@@ -25,7 +25,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from typing_extensions import override
 
-from callbacks.sharpness import ProbeCallback, check_positive_int, exact_backprop, module_net, preserved_state, trainable_parameters
+from callbacks.sharpness import ProbeCallback, exact_backprop, module_net, preserved_state, trainable_parameters
+from lightning_modules.checks import check_positive_int
 from lightning_modules.nets.mlp import ACTIVATIONS, TwoLayerMLP
 
 #: σ'(z) of each activation of TwoLayerMLP (relu' (0) = 0, as autograd has it; gelu is the exact erf form).

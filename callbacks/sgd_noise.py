@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-from callbacks.sharpness import LossFn, ProbeCallback, check_positive_int, module_loss, module_net, preserved_state, trainable_parameters
+from callbacks.sharpness import LossFn, ProbeCallback, module_loss, module_net, preserved_state, trainable_parameters
+from lightning_modules.checks import check_positive_int
 
 
 def _flat_grad(params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,8 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 from typing_extensions import override
 
+from lightning_modules.checks import check_positive_int
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -100,15 +102,6 @@ def probe_indices(n: int, size: Optional[int], seed: int) -> torch.Tensor:
     if size is None or size >= n:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
-
-
-def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a positive integer (or None when allowed), naming the argument."""
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        expected = "a positive integer or null" if allow_none else "a positive integer"
-        raise ValueError(f"Expected argument `{name}` to be {expected} but got {value!r}")
 
 
 class ProbeCallback(pl.Callback):

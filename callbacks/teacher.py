@@ -21,7 +21,8 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from callbacks.sharpness import check_positive_int, module_net
+from callbacks.sharpness import module_net
+from lightning_modules.checks import check_positive_int
 from lightning_modules.nets.mlp import TwoLayerMLP
 
 #: Activations with σ(−z) = ±σ(z): a flipped neuron is the same neuron.

@@ -10,12 +10,8 @@ import numpy as np
 import torch
 
 from datamodules.tensor import Split, TensorDataModule
+from lightning_modules.checks import check_positive_int
 from lightning_modules.nets.mlp import Activation, TwoLayerMLP
-
-
-def _positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or value <= 0:
-        raise ValueError(f"Expected argument `{name}` to be a positive integer but got {value!r}")
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -58,8 +54,8 @@ class GaussianMixture(TensorDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
-        _positive_int("dim", dim)
-        _positive_int("n_clusters", n_clusters)
+        check_positive_int("dim", dim)
+        check_positive_int("n_clusters", n_clusters)
         if cluster_std < 0:
             raise ValueError(f"Expected argument `cluster_std` to be >= 0 but got {cluster_std!r}")
         if xor and (n_clusters < 4 or n_clusters % 2):
@@ -136,9 +132,9 @@ class TeacherStudent(TensorDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
-        _positive_int("dim", dim)
-        _positive_int("teacher_width", teacher_width)
-        _positive_int("output_dim", output_dim)
+        check_positive_int("dim", dim)
+        check_positive_int("teacher_width", teacher_width)
+        check_positive_int("output_dim", output_dim)
         if noise_std < 0:
             raise ValueError(f"Expected argument `noise_std` to be >= 0 but got {noise_std!r}")
         self.dim, self.teacher_width, self.noise_std, self._output_dim = dim, teacher_width, noise_std, output_dim
@@ -199,7 +195,7 @@ class SparseParity(TensorDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
-        _positive_int("n", n)
+        check_positive_int("n", n)
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"Expected argument `k` to be an integer >= 1 but got {k!r}")
         if k > n:
@@ -286,7 +282,7 @@ class SingleIndex(TensorDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
-        _positive_int("d", d)
+        check_positive_int("d", d)
         self.g = link_function(link)
         if not noise >= 0:
             raise ValueError(f"Expected argument `noise` to be >= 0 but got {noise!r}")
@@ -420,9 +416,9 @@ class LowDimManifold(TensorDataModule):
             raise ValueError(f"Expected argument `target` to be one of teacher, sign but got {target!r}")
         self.classification = target == "sign"  # before the base checks label_noise against it
         super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
-        _positive_int("d0", d0)
-        _positive_int("d", d)
-        _positive_int("teacher_width", teacher_width)
+        check_positive_int("d0", d0)
+        check_positive_int("d", d)
+        check_positive_int("teacher_width", teacher_width)
         if d0 > d:
             raise ValueError(f"Expected argument `d0` to be <= d = {d} but got {d0!r}")
         if manifold not in ("subspace", "sphere"):

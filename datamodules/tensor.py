@@ -15,6 +15,8 @@ from typing import Callable, Iterator, Optional
 import pytorch_lightning as pl
 import torch
 
+from lightning_modules.checks import check_positive_int, check_sizes
+
 
 @dataclass
 class Split:
@@ -133,11 +135,8 @@ class TensorDataModule(pl.LightningDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         super().__init__()
-        for name, value in (("n_train", n_train), ("n_test", n_test), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Expected argument `{name}` to be a positive integer but got {value!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size <= 0):
-            raise ValueError(f"Expected argument `batch_size` to be a positive integer or null (full batch) but got {batch_size!r}")
+        check_sizes(n_train=n_train, n_test=n_test, eval_batch_size=eval_batch_size)
+        check_positive_int("batch_size", batch_size, allow_none=True)  # null = full batch
         if not 0.0 <= label_noise <= 1.0:
             raise ValueError(f"Expected argument `label_noise` to be in [0, 1] but got {label_noise!r}")
         if label_noise > 0 and not self.classification:

@@ -117,7 +117,7 @@ def write_summary(path: Path, metrics: dict[str, float], config: dict, wall_time
 
 
 def condense_error(message: str) -> str:
-    """One line from jsonargparse's nested error report: the dotted field path and the deepest reason.
+    r"""One line from jsonargparse's nested error report: the dotted field path and the deepest reason.
 
     >>> condense_error('Parser key "model":\n  Problem with given class_path \'M\':\n    Parser key "width":\n      Expected a <class \'int\'>. Got value: x')
     "model.width: Expected a <class 'int'>. Got value: x"

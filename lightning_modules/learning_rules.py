@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.nets.mlp import check_choice
+from lightning_modules.checks import check_choice
 
 RuleName = Literal["backprop", "fa", "dfa", "sign_symmetry"]
 RULES = ("backprop", "fa", "dfa", "sign_symmetry")

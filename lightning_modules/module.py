@@ -17,7 +17,7 @@ from lightning_modules.ist import average_shared_gradients, check_ist_net, ist_l
 from lightning_modules.learning_rules import RULES, apply_rule
 from lightning_modules.optimizers import OPTIMIZERS, build_optimizer
 from lightning_modules.publish import publish
-from lightning_modules.nets.mlp import check_choice
+from lightning_modules.checks import check_choice
 
 OptimizerName = Literal["sgd", "adam", "sam", "entropy_sgd"]
 ModuleRule = Literal["backprop", "fa", "dfa", "sign_symmetry", "ist"]

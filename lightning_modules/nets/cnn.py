@@ -22,14 +22,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from lightning_modules.nets.mlp import check_choice, check_positive
-
-
-def check_sizes(**sizes: int) -> None:
-    """Raise ``ValueError`` unless every size is a positive integer, naming the argument."""
-    for name, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"Expected argument `{name}` to be a positive integer but got {value!r}")
+from lightning_modules.checks import check_choice, check_positive, check_sizes
 
 
 def image_shape(input_dim: int, input_shape: Optional[tuple[int, int, int]] = None) -> tuple[int, int, int]:

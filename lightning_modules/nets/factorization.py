@@ -13,8 +13,7 @@ import math
 import torch
 from torch import nn
 
-from lightning_modules.nets.cnn import check_sizes
-from lightning_modules.nets.mlp import check_positive
+from lightning_modules.checks import check_positive, check_sizes
 
 
 class LowRankFactorization(nn.Module):

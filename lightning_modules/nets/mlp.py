@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lightning_modules.checks import check_choice, check_positive, check_sizes
+
 Activation = Literal["relu", "tanh", "erf", "quadratic", "gelu", "linear"]
 Parameterization = Literal["standard", "ntk", "mean_field"]
 
@@ -32,19 +34,6 @@ ACTIVATIONS = {
     "gelu": nn.functional.gelu,
     "linear": lambda z: z,
 }
-
-
-def check_choice(name: str, value: object, allowed) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``allowed``, naming the argument."""
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ValueError(f"Expected argument `{name}` to be one of {', '.join(map(str, allowed))} but got {value!r}")
-
-
-def check_positive(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``value`` > 0, naming the argument."""
-    if not value > 0:
-        raise ValueError(f"Expected argument `{name}` to be > 0 but got {value!r}")
 
 
 class TwoLayerMLP(nn.Module):
@@ -83,9 +72,7 @@ class TwoLayerMLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in (("input_dim", input_dim), ("width", width), ("output_dim", output_dim)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Expected argument `{name}` to be a positive integer but got {value!r}")
+        check_sizes(input_dim=input_dim, width=width, output_dim=output_dim)
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("parameterization", parameterization, ("standard", "ntk", "mean_field"))
         check_positive("init_scale", init_scale)

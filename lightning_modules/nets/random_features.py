@@ -18,8 +18,8 @@ import math
 import torch
 from torch import nn
 
-from lightning_modules.nets.cnn import check_sizes
-from lightning_modules.nets.mlp import ACTIVATIONS, Activation, check_choice
+from lightning_modules.checks import check_choice, check_sizes
+from lightning_modules.nets.mlp import ACTIVATIONS, Activation
 
 
 class RandomFeatures(nn.Module):

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.nets.cnn import check_sizes, image_shape
-from lightning_modules.nets.mlp import ACTIVATIONS, Activation, check_choice
+from lightning_modules.checks import check_choice, check_sizes
+from lightning_modules.nets.cnn import image_shape
+from lightning_modules.nets.mlp import ACTIVATIONS, Activation
 
 Scaling = Literal["1/L", "1/sqrt(L)", "1"]
 
