@@ -42,10 +42,11 @@ class EpochPermutation:
     """Index batches of ``range(n)``: shuffled by ``(seed, epoch)`` or in order.
 
     Lightning calls ``set_epoch`` before each training epoch (it looks for ``loader.sampler``).
+    The order is drawn on the CPU (the same on every device) and moved to ``device`` once per epoch.
     """
 
-    def __init__(self, n: int, batch_size: Optional[int], shuffle: bool, seed: int) -> None:
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+    def __init__(self, n: int, batch_size: Optional[int], shuffle: bool, seed: int, device: Optional[torch.device] = None) -> None:
+        self.n, self.shuffle, self.seed, self.epoch, self.device = n, shuffle, seed, 0, device
         self.batch_size = n if batch_size is None else min(batch_size, n)
 
     def set_epoch(self, epoch: int) -> None:
@@ -63,7 +64,7 @@ class EpochPermutation:
             order = torch.randperm(self.n, generator=generator)
         else:
             order = torch.arange(self.n)
-        yield from order.split(self.batch_size)
+        yield from order.to(self.device).split(self.batch_size)
 
 
 class TensorBatches:
@@ -72,7 +73,7 @@ class TensorBatches:
     def __init__(self, split: Split, batch_size: Optional[int], shuffle: bool = False, seed: int = 0,
                  progress: Optional[Callable[[], int]] = None) -> None:
         self.split, self.progress = split, progress
-        self.sampler = EpochPermutation(len(split), batch_size, shuffle, seed)
+        self.sampler = EpochPermutation(len(split), batch_size, shuffle, seed, device=split.x.device)
         self.batch_sampler = None  # Lightning inspects loaders for these two attributes
         self.batches_done = 0
         self._resume: Optional[tuple[int, int]] = None
@@ -92,7 +93,6 @@ class TensorBatches:
             if idx is None:
                 yield x, y
             else:
-                idx = idx.to(x.device)
                 yield x[idx], y[idx]
 
     # Lightning stores these in checkpoints, so an interrupted epoch resumes at the same batch.

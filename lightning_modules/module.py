@@ -184,14 +184,13 @@ class SupervisedModule(pl.LightningModule):
         seeds = self.hparams.replica_seeds or [data.seed + i for i in range(1, self.hparams.replicas)]
         key = (r, self.current_epoch)
         if key not in self._replica_orders:
-            order = EpochPermutation(len(split), data.batch_size, shuffle=True, seed=seeds[r - 1])
+            order = EpochPermutation(len(split), data.batch_size, shuffle=True, seed=seeds[r - 1], device=split.x.device)
             order.set_epoch(self.current_epoch)
             self._replica_orders = {k: v for k, v in self._replica_orders.items() if k[1] == self.current_epoch}
             self._replica_orders[key] = list(order)
         idx = self._replica_orders[key][batch_idx]
         if idx is None:
             return split.x, split.y
-        idx = idx.to(split.x.device)
         return split.x[idx], split.y[idx]
 
     def configure_optimizers_now(self) -> torch.optim.Optimizer:
