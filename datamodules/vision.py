@@ -22,9 +22,11 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import pickle
 import random
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -33,6 +35,7 @@ import torch
 import torchvision
 
 from datamodules.tensor import Split, TensorDataModule
+from lightning_modules.checks import ConfigError
 
 
 def stratified_indices(labels: torch.Tensor, classes: Sequence[int], n: Optional[int], generator: torch.Generator) -> torch.Tensor:
@@ -76,7 +79,8 @@ class ImageClassification(TensorDataModule):
 
     Raises:
         ValueError: on bad ``classes`` or sizes; sizes above the available images raise in :meth:`build`.
-        FileNotFoundError: (at construction) when files are missing and ``download`` is false.
+        ConfigError: (at construction) when files are missing and ``download`` is false; (in
+            :meth:`build`) when a file is not in its format, naming the file and what was expected.
     """
 
     classification = True
@@ -110,7 +114,7 @@ class ImageClassification(TensorDataModule):
         self.data_dir, self.classes, self.flatten, self.normalize, self.download = Path(data_dir), classes, flatten, normalize, download
         message = None if download else self.missing_files()
         if message:
-            raise FileNotFoundError(message)
+            raise ConfigError(message)
 
     @property
     def num_classes(self) -> int:
@@ -193,11 +197,42 @@ class MNIST(ImageClassification):
         for name in MNIST_FILES:  # torchvision reads only unpacked files
             path = self.folder / name
             if not path.is_file() and path.with_name(f"{name}.gz").is_file():
-                with gzip.open(path.with_name(f"{name}.gz"), "rb") as src, open(f"{path}.tmp", "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                try:
+                    with gzip.open(path.with_name(f"{name}.gz"), "rb") as src, open(f"{path}.tmp", "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except (OSError, EOFError) as err:
+                    Path(f"{path}.tmp").unlink(missing_ok=True)
+                    raise ConfigError(f"Expected {path}.gz to be a gzip file of the MNIST idx file {name} but it cannot be unpacked ({err})") from err
                 os.replace(f"{path}.tmp", path)
+        prefix = "train" if train else "t10k"
+        images = check_idx_file(self.folder / f"{prefix}-images-idx3-ubyte", (None, 28, 28))
+        check_idx_file(self.folder / f"{prefix}-labels-idx1-ubyte", (images[0],))
         data = torchvision.datasets.MNIST(str(self.data_dir), train=train, download=self.download)
+        if data.targets.numel() and int(data.targets.max()) >= self.all_classes:
+            raise ConfigError(f"Expected the labels in {self.folder / f'{prefix}-labels-idx1-ubyte'} to be digits 0..9 but got {int(data.targets.max())}")
         return data.data[:, None], data.targets  # (N, 1, 28, 28) uint8, (N,)
+
+
+def check_idx_file(path: Path, shape: tuple[Optional[int], ...]) -> tuple[int, ...]:
+    """Check the header of an idx file of unsigned bytes (LeCun's MNIST format) against ``shape``
+    (``None`` = any size) and the file's length; returns the shape it declares.
+
+    Layout: 2 zero bytes, type byte 0x08 (ubyte), number of dimensions d, then d big-endian int32
+    sizes, then prod(sizes) bytes.
+
+    Raises:
+        ConfigError: naming the file, the shape expected and what was found.
+    """
+    expected = " × ".join("N" if n is None else str(n) for n in shape)
+    head = path.read_bytes()[: 4 + 4 * len(shape)]
+    size = path.stat().st_size
+    if len(head) < 4 or head[:3] != bytes([0, 0, 0x08]) or head[3] != len(shape) or len(head) < 4 + 4 * len(shape):
+        raise ConfigError(f"Expected {path} to be an idx file of unsigned bytes with shape {expected} (magic 0x0000080{len(shape)}) but its header is {head[:4].hex() or 'empty'}")
+    dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(len(shape)))
+    if any(want is not None and want != got for want, got in zip(shape, dims)) or size != len(head) + math.prod(dims):
+        raise ConfigError(f"Expected {path} to hold {expected} bytes after its header but it declares {' × '.join(map(str, dims))} "
+                          f"and holds {size - len(head)} bytes (truncated or not this file)")
+    return dims
 
 
 CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
@@ -231,8 +266,34 @@ class CIFAR10(ImageClassification):
         return None
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.download:
+            for name, _ in _CIFAR10Reader.train_list if train else _CIFAR10Reader.test_list:
+                check_cifar_batch(self.folder / name, self.all_classes)
         data = _CIFAR10Reader(str(self.data_dir), train=train, download=self.download)
         return torch.from_numpy(data.data).permute(0, 3, 1, 2), torch.tensor(data.targets)  # (N, 3, 32, 32) uint8, (N,)
+
+
+def check_cifar_batch(path: Path, num_classes: int) -> None:
+    """Check one CIFAR-10 python batch: a pickled dict with ``data`` (N, 3072) uint8 (each row
+    1024 red, 1024 green, 1024 blue pixel values) and ``labels`` (N integers in 0..9).
+
+    Raises:
+        ConfigError: naming the file, what was expected and what was found.
+    """
+    expected = "a pickled dict with 'data' (N, 3072) uint8 and 'labels' (N ints in 0..9)"
+    try:
+        with path.open("rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
+        raise ConfigError(f"Expected {path} to be {expected} but it cannot be unpickled ({type(err).__name__}: {err})") from err
+    if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+        keys = sorted(map(str, entry)) if isinstance(entry, dict) else type(entry).__name__
+        raise ConfigError(f"Expected {path} to be {expected} but got keys {keys}")
+    data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
+        raise ConfigError(f"Expected {path} to be {expected} but got 'data' {data.dtype} {tuple(data.shape)} and {len(labels)} labels")
+    if len(labels) and not (np.issubdtype(labels.dtype, np.integer) and 0 <= labels.min() and labels.max() < num_classes):
+        raise ConfigError(f"Expected the labels in {path} to be integers in 0..{num_classes - 1} but got values up to {labels.max()!r}")
 
 
 class MNIST1D(ImageClassification):
@@ -245,6 +306,7 @@ class MNIST1D(ImageClassification):
     """
 
     shape, sizes = (1, 40), (4000, 1000)
+    CACHE_SHAPES = {"x": (4000, 40), "y": (4000,), "x_test": (1000, 40), "y_test": (1000,)}
 
     def __init__(
         self,
@@ -269,8 +331,15 @@ class MNIST1D(ImageClassification):
         """x (4000, 40), y, x_test (1000, 40), y_test: from the cache, else generated and cached."""
         cache = self.folder / "mnist1d.npz"
         if cache.is_file():
-            with np.load(cache) as f:
-                return dict(f)
+            try:
+                with np.load(cache) as f:
+                    arrays = {k: f[k] for k in self.CACHE_SHAPES}
+                if all(arrays[k].shape == shape for k, shape in self.CACHE_SHAPES.items()):
+                    return arrays
+                problem = ", ".join(f"{k} {arrays[k].shape}" for k in self.CACHE_SHAPES)
+            except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+                problem = f"{type(err).__name__}: {err}"
+            warnings.warn(f"MNIST-1D cache {cache} is corrupt (expected {self.CACHE_SHAPES}, found {problem}); rebuilding it")
         from mnist1d.data import get_dataset_args, make_dataset
 
         np_state, py_state = np.random.get_state(), random.getstate()

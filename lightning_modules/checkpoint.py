@@ -1,11 +1,19 @@
 """Checkpoints that keep finished work: ``last.ckpt`` every few epochs, never a diverged state,
-and one more on SIGTERM / Ctrl-C so a preempted run resumes where it stopped."""
+and one more on SIGTERM / Ctrl-C so a preempted run resumes where it stopped.
+
+Each checkpoint also carries a :class:`RunRecord`: the hash of the config that wrote it (so a
+resume under another config is refused) and the last value of every scalar logged so far (so a
+resumed run's ``summary.json`` keeps what was measured before the interruption).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+
+import torch
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -72,3 +80,52 @@ def find_last_checkpoint(root: Path) -> Optional[Path]:
         except ValueError:
             continue
     return max(versions)[1] if versions else None
+
+
+#: Statuses of a run that has ended for good; ``--ckpt_path last`` refuses to reopen them.
+FINISHED = ("completed", "diverged")
+
+
+class RunRecord(pl.Callback):
+    """Stores ``{"config_hash", "last", "last_step"}`` in every checkpoint under ``checkpoint["run_record"]``.
+
+    ``last``/``last_step`` are the logger's final value and step of every scalar (a logger with
+    ``last`` and ``last_step`` dicts, e.g. the CLI's SummaryLogger); on resume they are restored
+    into the logger before training continues, so nothing measured before the checkpoint is lost.
+    """
+
+    KEY = "run_record"
+
+    def __init__(self, config_hash: Optional[str] = None) -> None:
+        self.config_hash = config_hash
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        logger = trainer.logger
+        checkpoint[self.KEY] = {
+            "config_hash": self.config_hash,
+            "last": dict(getattr(logger, "last", {})),
+            "last_step": dict(getattr(logger, "last_step", {})),
+        }
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        record = checkpoint.get(self.KEY) or {}
+        logger = trainer.logger
+        for name in ("last", "last_step"):
+            if isinstance(getattr(logger, name, None), dict):
+                getattr(logger, name).update(record.get(name, {}))
+
+
+def stored_config_hash(ckpt: Path) -> Optional[str]:
+    """The config hash a checkpoint was written under (``None`` for a checkpoint without a RunRecord)."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    return (checkpoint.get(RunRecord.KEY) or {}).get("config_hash")
+
+
+def run_status(version_dir: Path) -> Optional[str]:
+    """The ``status`` in ``version_dir/summary.json`` (``None`` when there is no readable summary)."""
+    try:
+        return json.loads((version_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -37,3 +37,8 @@ def check_sizes(**sizes: object) -> None:
     """:func:`check_positive_int` for each keyword, e.g. ``check_sizes(width=width, depth=depth)``."""
     for name, value in sizes.items():
         check_positive_int(name, value)
+
+
+class ConfigError(ValueError):
+    """A configuration the suite cannot run (a bad value, a missing file, a refused resume): the CLI
+    reports it as one line and exits with code 2. Any other exception is a bug and keeps its traceback."""

@@ -3,21 +3,30 @@
 ``python scripts/train.py [--config X.yaml] [--model.lr 0.05 ...]`` fits, then tests, then writes
 ``summary.json`` (final value of every logged scalar, the resolved config, wall time, status)
 next to the TensorBoard events in ``<default_root_dir>/lightning_logs/version_K/``.
+
+Config layering: ``configs/base.yaml`` (trainer-wide settings only) is always loaded; then the
+``--config`` files given, or ``configs/default.yaml`` (the default experiment) when none is; every
+value that neither names comes from the class's own default, as ``--help`` shows it. A config that
+names no ``trainer.default_root_dir`` logs into ``runs/<its path under configs/>`` (e.g.
+``runs/ci/sparse_parity``), so two configs never share a run folder by accident.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import re
 import math
+import re
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
@@ -27,12 +36,26 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
-from lightning_modules.checkpoint import LastCheckpoint, find_last_checkpoint
+from lightning_modules.checkpoint import FINISHED, LastCheckpoint, RunRecord, find_last_checkpoint, run_status, stored_config_hash
+from lightning_modules.checks import ConfigError
 from lightning_modules.module import SupervisedModule
 
 ROOT = Path(__file__).resolve().parent.parent
 logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
+# build_cli passes sys.argv[1:] (behind the default experiment) as `args` on purpose.
+warnings.filterwarnings("ignore", message=r".*args parameter is intended to run from within Python")
+BASE_CONFIG = ROOT / "configs" / "base.yaml"
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+#: The classes a config gets when it names none (``--help`` shows them as defaults).
+DEFAULT_CLASSES = {
+    "model": {"class_path": "lightning_modules.module.SupervisedModule",
+              "init_args": {"net": {"class_path": "lightning_modules.nets.mlp.TwoLayerMLP"}}},
+    "data": {"class_path": "datamodules.synthetic.GaussianMixture"},
+}
+#: Settings that change where a run is logged or how it is shown, never what it computes: left out of its hash.
+PRESENTATION_KEYS = ("config", "ckpt_path", "checkpoint_every_n_epochs", "trainer.default_root_dir", "trainer.logger",
+                     "trainer.callbacks", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                     "trainer.enable_checkpointing", "trainer.log_every_n_steps", "trainer.accelerator")
 
 #: Exit codes of scripts/train.py (SIGTERM and SIGINT follow the shell's 128 + signal number).
 EXIT_OK, EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 2, 3, 130, 143
@@ -62,7 +85,7 @@ class SummaryLogger(TensorBoardLogger):
         "overview": {
             "loss: train vs test": ["Multiline", ["train/loss", "test/loss"]],
             "accuracy: train vs test": ["Multiline", ["train/acc", "test/acc"]],
-            "sharpness: lambda_max vs 2/lr": ["Multiline", ["sharpness/lambda_max", "sharpness/two_over_lr"]],
+            "sharpness: lambda_max vs stability threshold": ["Multiline", ["sharpness/lambda_max", "sharpness/stability_threshold"]],
             "kernel": ["Multiline", ["kernel/drift", "kernel/alignment"]],
             "alignment angles": ["Multiline", ["alignment/.*"]],
         }
@@ -96,6 +119,40 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def config_hash(config: dict) -> str:
+    """A 12-hex-digit hash of everything in a resolved config that determines the run's trajectory.
+
+    Covers the model, the data, the seeds and the trainer's training settings; leaves out
+    ``PRESENTATION_KEYS`` (log folder, progress bar, callbacks: diagnostics never change training).
+
+    >>> a = {"model": {"init_args": {"lr": 0.1}}, "trainer": {"default_root_dir": "runs/a"}}
+    >>> b = {"model": {"init_args": {"lr": 0.1}}, "trainer": {"default_root_dir": "runs/b"}}
+    >>> config_hash(a) == config_hash(b), config_hash(a) == config_hash({"model": {"init_args": {"lr": 0.2}}})
+    (True, False)
+    """
+    flat = {k: v for k, v in flatten(config).items() if not any(k == p or k.startswith(p + ".") for p in PRESENTATION_KEYS)}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_folder(config_files: list) -> Optional[Path]:
+    """The log folder of a config that names none: ``runs/<path under configs/ without .yaml>``
+    for a file in configs/, else ``runs/<file stem>``; ``None`` without a config file.
+
+    >>> run_folder([ROOT / "configs" / "ci" / "sparse_parity.yaml"]).as_posix()
+    'runs/ci/sparse_parity'
+    >>> run_folder(["elsewhere/my_run.yaml"]).as_posix()
+    'runs/my_run'
+    """
+    if not config_files:
+        return None
+    path = Path(str(config_files[-1])).resolve()
+    try:
+        name = path.relative_to(ROOT / "configs").with_suffix("")
+    except ValueError:
+        name = Path(path.stem)
+    return Path("runs") / name
+
+
 def _jsonable(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
@@ -121,14 +178,18 @@ def condense_error(message: str) -> str:
 
     >>> condense_error('Parser key "model":\n  Problem with given class_path \'M\':\n    Parser key "width":\n      Expected a <class \'int\'>. Got value: x')
     "model.width: Expected a <class 'int'>. Got value: x"
+    >>> condense_error('Parser key "config": File does not exist: \'/x/c.yaml\'')
+    "config: File does not exist: '/x/c.yaml'"
     """
     path: list[str] = []
     reason = ""
     for line in message.splitlines():
         text = line.strip().lstrip("- ").strip()
-        key = re.match(r'Parser key "([^"]+)"', text)
+        key = re.match(r'Parser key "([^"]+)":?\s*(.*)', text)
         if key:
             path.append(key.group(1))
+            if key.group(2):  # the reason on the same line, e.g. 'File does not exist: ...'
+                reason = key.group(2)
         elif text and not re.match(r"(Problem with given class_path|Does not validate|Subtypes|Errors|Given value|Expected a <class 'NoneType'>)", text):
             reason = reason if reason.startswith("Expected argument") else text
     literal = re.match(r"Expected a typing.Literal\[(.*)\]\. Got value: (.*)", reason)
@@ -156,22 +217,23 @@ class OverparamCLI(LightningCLI):
                             help="Checkpoint to resume fit from; 'last' resumes the latest run under default_root_dir in its own folder.")
         parser.add_argument("--checkpoint_every_n_epochs", type=int, default=1,
                             help="Save checkpoints/last.ckpt every N epochs (0: only at the end and on SIGTERM/Ctrl-C).")
+        parser.set_defaults(DEFAULT_CLASSES)
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
         parser.link_arguments("data.output_dim", "model.init_args.net.init_args.output_dim", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self._get(self.config_init, "trainer", default={})
-        root = Path(cfg.get("default_root_dir") or os.getcwd())
-        version = None
-        self.resume_from = self.config_init.get("ckpt_path")
-        if self.resume_from == "last":
-            last = find_last_checkpoint(root)
-            if last is None:
-                raise ValueError(f"Expected a checkpoint to resume (--ckpt_path last) under {root / 'lightning_logs'} but found no version_*/checkpoints/last.ckpt")
-            self.resume_from, version = str(last), int(last.parent.parent.name.split("_", 1)[1])
+        derived = run_folder(self.config_init.get("config") or [])
+        if not cfg.get("default_root_dir") and derived is not None:
+            kwargs["default_root_dir"] = str(derived)
+            self.config["trainer"]["default_root_dir"] = str(derived)  # config.yaml and summary.json say where
+        root = Path(kwargs.get("default_root_dir") or cfg.get("default_root_dir") or os.getcwd())
+        self.config_hash = config_hash(self.config.as_dict())
+        self.resume_from, version = self.resumable_checkpoint(root)
         if cfg.get("logger") in (None, True):
             kwargs["logger"] = SummaryLogger(save_dir=str(root), version=version)
         callbacks = list(cfg.get("callbacks") or [])
+        callbacks.append(RunRecord(self.config_hash))
         if cfg.get("enable_checkpointing", True) is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(LastCheckpoint(every_n_epochs=self.config_init.get("checkpoint_every_n_epochs", 1)))
             kwargs["enable_checkpointing"] = False  # LastCheckpoint replaces Lightning's default ModelCheckpoint
@@ -183,9 +245,73 @@ class OverparamCLI(LightningCLI):
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
+    def resumable_checkpoint(self, root: Path) -> tuple[Optional[str], Optional[int]]:
+        """``(checkpoint, version)`` for ``--ckpt_path``: ``last`` is the newest ``last.ckpt`` under
+        ``root``, resumed in its own version folder. Checked before anything is written.
+
+        Raises:
+            ConfigError: when there is no checkpoint, when its run has finished (its summary says
+                completed or diverged), or when it was written under another config (hash).
+        """
+        ckpt, version = self.config_init.get("ckpt_path"), None
+        if ckpt is None:
+            return None, None
+        if ckpt == "last":
+            last = find_last_checkpoint(root)
+            if last is None:
+                raise ConfigError(f"Expected a checkpoint to resume (--ckpt_path last) under {root / 'lightning_logs'} but found no version_*/checkpoints/last.ckpt")
+            ckpt, version = str(last), int(last.parent.parent.name.split("_", 1)[1])
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"Expected --ckpt_path to be 'last' or a checkpoint file but got {ckpt!r} (no such file)")
+        stored = stored_config_hash(Path(ckpt))
+        if stored is not None and stored != self.config_hash:
+            raise ConfigError(f"Expected {ckpt} to be written under this config but it was written under another "
+                              f"(config hash {stored}, this one {self.config_hash}); give this config its own --trainer.default_root_dir")
+        status = run_status(Path(ckpt).parent.parent) if version is not None else None
+        if status in FINISHED:
+            raise ConfigError(f"Expected an unfinished run to resume but {Path(ckpt).parent.parent} has status {status}; "
+                              f"run without --ckpt_path to start a new version under {root}")
+        return ckpt, version
+
+
+def with_default_experiment(args: list[str]) -> list[str]:
+    """``args`` with ``--config configs/default.yaml`` in front when they name no config file.
+
+    >>> with_default_experiment(["--model.lr", "0.1"])[1] == str(DEFAULT_CONFIG)
+    True
+    >>> with_default_experiment(["--config=x.yaml"])
+    ['--config=x.yaml']
+    """
+    if any(a in ("--config", "-h", "--help") or a.startswith("--config=") for a in args):
+        return list(args)  # --help shows the classes' own defaults
+    return ["--config", str(DEFAULT_CONFIG), *args]
+
+
+def check_config_files(args: list[str]) -> None:
+    """Read and YAML-parse every ``--config`` file named in ``args``.
+
+    Raises:
+        ConfigError: naming the file, when it is missing, unreadable or not valid YAML.
+    """
+    files = [b for a, b in zip(args, args[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for name in files:
+        try:
+            text = Path(name).read_text()
+        except OSError as err:
+            raise ConfigError(f"Expected --config to name a readable YAML file but got {name!r} ({err.strerror or err})") from err
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(f"Expected --config {name} to be valid YAML but {getattr(err, 'problem', None) or err}{where}") from err
+
 
 def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
-    """Parse ``args`` (default: ``sys.argv``) on top of configs/default.yaml and instantiate everything."""
+    """Parse ``args`` (default: ``sys.argv[1:]``) on top of configs/base.yaml (see the module
+    docstring for the layering) and instantiate everything."""
+    args = with_default_experiment(sys.argv[1:] if args is None else args)
+    check_config_files(args)
     return OverparamCLI(
         SupervisedModule,
         TensorDataModule,
@@ -197,7 +323,7 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
         seed_everything_default=0,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
+        parser_kwargs={"default_config_files": [str(BASE_CONFIG)]},
     )
 
 
@@ -247,8 +373,11 @@ def main(args: Optional[list[str]] = None) -> int:
         status,
         global_step=trainer.global_step,
         epochs=trainer.current_epoch,
+        config_hash=cli.config_hash,
         **extra,
     )
+    if logger is not None:
+        logger.finalize("success" if status == "completed" else "failed")  # flush and close the event files
     if trainer.is_global_zero:
         shown = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "test", "gap")}
         print(f"status: {status}" + (f" at step {model.diverged_at_step} (loss is not finite)" if status == "diverged" else ""))

@@ -55,8 +55,12 @@ def test_sigterm_saves_and_resume_is_bit_identical_to_an_uninterrupted_run(tmp_p
     assert summary(cut)["status"] == "completed" and summary(cut)["global_step"] == summary(tmp_path / "full")["global_step"]
     a, b = weights(tmp_path / "full"), weights(cut)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for tag in ("train/loss", "test/loss", "train/acc", "test/acc"):
-        assert summary(cut)["metrics"][tag] == summary(tmp_path / "full")["metrics"][tag]
+    # Every value of the summary, the diagnostics measured before the interruption included (the
+    # default config's KernelDrift and HessianSharpness measure at step 0), equals the uninterrupted
+    # run's: only wall times may differ.
+    untimed = lambda run: {k: v for k, v in summary(run)["metrics"].items() if not k.endswith("_seconds")}  # noqa: E731
+    assert {"kernel/drift", "sharpness/lambda_max", "weights/rel_change/fc1.weight"} <= set(untimed(cut))
+    assert untimed(cut) == untimed(tmp_path / "full")
 
 
 def test_same_seed_same_summary_other_seed_different(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from datamodules.vision import CIFAR10, MNIST, MNIST1D, MNIST_FILES, stratified_indices
+from lightning_modules.checks import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 # Per-class counts of the tiny files: class 9 is rare in train, to test stratification.
@@ -179,15 +180,15 @@ def test_mnist_label_noise_is_exact_and_leaves_test_labels_clean(mnist_dir, clas
 
 # ---- missing files ------------------------------------------------------------------------------------------
 def test_missing_files_raise_one_line_naming_the_folder(tmp_path, mnist_dir):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(ConfigError) as err:
         MNIST(data_dir=str(tmp_path / "nowhere"))
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "nowhere" / "MNIST" / "raw") in message
     assert all(name in message for name in MNIST_FILES) and "download: true" in message
     (mnist_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(FileNotFoundError, match=r"in .*MNIST/raw: expected t10k-labels-idx1-ubyte\[\.gz\] \("):
+    with pytest.raises(ConfigError, match=r"in .*MNIST/raw: expected t10k-labels-idx1-ubyte\[\.gz\] \("):
         MNIST(data_dir=str(mnist_dir))
-    with pytest.raises(FileNotFoundError, match=r"^CIFAR-10 files not found in .*cifar-10-batches-py: expected data_batch_1, .*, batches.meta"):
+    with pytest.raises(ConfigError, match=r"^CIFAR-10 files not found in .*cifar-10-batches-py: expected data_batch_1, .*, batches.meta"):
         CIFAR10(data_dir=str(tmp_path / "nowhere"))
 
 
@@ -218,3 +219,81 @@ def test_mnist1d_is_generated_once_and_cached(tmp_path, monkeypatch):
     again = MNIST1D(data_dir=str(tmp_path), classes=[2, 5], n_train=100, flatten=False)
     train2, _ = loaded(again)
     assert train2.x.shape == (100, 1, 40) and train2.y.bincount().tolist() == [50, 50] and again.output_dim == 1
+
+
+# ---- bad files: one line naming the file and what was expected, exit code 2 ---------------------------------
+def truncate(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+MNIST_DAMAGE = {
+    "truncated images": (lambda raw: truncate(raw / "train-images-idx3-ubyte", 16 + 28 * 28 * 3), "train-images-idx3-ubyte", "truncated"),
+    "labels magic": (lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + (raw / "t10k-labels-idx1-ubyte").read_bytes()[4:]),
+                     "t10k-labels-idx1-ubyte", "magic 0x00000801"),
+    "too few labels": (lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3])),
+                       "train-labels-idx1-ubyte", "declares 3"),
+    "wrong image size": (lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 30, 27, 27) + bytes(30 * 27 * 27)),
+                         "t10k-images-idx3-ubyte", "28 × 28"),
+    "a label above 9": (lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes()[:-1] + bytes([12])),
+                        "train-labels-idx1-ubyte", "digits 0..9"),
+}
+
+
+@pytest.mark.parametrize("damage", list(MNIST_DAMAGE))
+def test_bad_mnist_files_are_named(mnist_dir, damage):
+    breaks, name, expected = MNIST_DAMAGE[damage]
+    breaks(mnist_dir / "MNIST" / "raw")
+    with pytest.raises(ConfigError) as err:
+        loaded(MNIST(data_dir=str(mnist_dir)))
+    message = str(err.value)
+    assert "\n" not in message and name in message and expected in message, message
+
+
+def test_corrupt_mnist_gz_is_named_and_leaves_no_partial_file(tmp_path):
+    write_mnist(tmp_path, gz=True)
+    raw = tmp_path / "MNIST" / "raw"
+    truncate(raw / "train-images-idx3-ubyte.gz", 40)
+    with pytest.raises(ConfigError, match=r"train-images-idx3-ubyte\.gz to be a gzip file"):
+        loaded(MNIST(data_dir=str(tmp_path)))
+    assert not (raw / "train-images-idx3-ubyte").exists() and not list(raw.glob("*.tmp"))
+
+
+CIFAR_DAMAGE = {
+    "wrong keys": (lambda f: f.write_bytes(pickle.dumps({"images": np.zeros((2, 3072), np.uint8), "targets": [0, 1]})), "keys ['images', 'targets']"),
+    "wrong shape": (lambda f: f.write_bytes(pickle.dumps({"data": np.zeros((2, 3000), np.uint8), "labels": [0, 1]})), "(2, 3000)"),
+    "label count": (lambda f: f.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]})), "1 labels"),
+    "not a pickle": (lambda f: f.write_bytes(b"not a pickle at all"), "cannot be unpickled"),
+}
+
+
+@pytest.mark.parametrize("damage", list(CIFAR_DAMAGE))
+def test_bad_cifar_batches_are_named(cifar_dir, damage):
+    breaks, found = CIFAR_DAMAGE[damage]
+    breaks(cifar_dir / "cifar-10-batches-py" / "data_batch_3")
+    with pytest.raises(ConfigError) as err:
+        loaded(CIFAR10(data_dir=str(cifar_dir)))
+    message = str(err.value)
+    assert "\n" not in message and "data_batch_3" in message and "'data' (N, 3072)" in message and found in message, message
+
+
+def test_corrupt_mnist1d_cache_is_rebuilt_not_used(tmp_path):
+    good = loaded(MNIST1D(data_dir=str(tmp_path)))[0].x
+    cache = tmp_path / "MNIST1D" / "mnist1d.npz"
+    for damage in (lambda: truncate(cache, 100), lambda: np.savez(cache, x=np.zeros((10, 40)), y=np.zeros(10), x_test=np.zeros((3, 40)), y_test=np.zeros(3))):
+        damage()
+        with pytest.warns(UserWarning, match=r"MNIST-1D cache .*mnist1d.npz is corrupt .*rebuilding it"):
+            again = loaded(MNIST1D(data_dir=str(tmp_path)))[0].x
+        assert torch.equal(again, good)
+        with np.load(cache) as f:
+            assert f["x"].shape == (4000, 40)  # the rebuilt cache replaced the corrupt one
+
+
+def test_train_script_names_a_bad_data_file_in_one_line_with_exit_2(mnist_dir, capsys):
+    from lightning_modules.cli import main
+
+    truncate(mnist_dir / "MNIST" / "raw" / "train-images-idx3-ubyte", 100)
+    code = main(["--config", str(ROOT / "configs" / "data" / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.n_train", "null",
+                 "--trainer.default_root_dir", str(mnist_dir / "runs")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "train-images-idx3-ubyte" in lines[0], lines
+    assert not (mnist_dir / "runs").exists()
