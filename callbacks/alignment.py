@@ -123,7 +123,8 @@ def weight_vs_feedback_angles(net: nn.Module, x: torch.Tensor, feedback: Optiona
 
 
 class FeedbackAlignment(ProbeCallback):
-    """Logs, every ``every_n_epochs`` epochs (epoch 0 included), on a fixed probe batch of the training set:
+    """Logs, at the start of training, after every ``every_n_epochs``-th epoch and at the end (see
+    :class:`callbacks.diagnostic.Diagnostic`), on a fixed probe batch of the training set:
     ``alignment/update_vs_bp_deg/<layer>`` (converted nets only), ``alignment/weight_vs_feedback_deg/<layer>``,
     their mean over layers ``alignment/weight_vs_feedback_deg``, and ``diag/alignment_seconds``.
 
@@ -166,10 +167,9 @@ class FeedbackAlignment(ProbeCallback):
         import_rules()  # fail before training, not after the first epoch
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.is_due(trainer):
-            x, y = self.probe(trainer, pl_module.device)
-            pl_module.log_dict(self.measure(module_net(pl_module), module_loss(pl_module), x, y))
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        x, y = self.probe(trainer, pl_module.device)
+        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)
 
     @override
     def state_dict(self) -> dict:

@@ -69,9 +69,10 @@ def perturbed_loss_increase(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y:
 
 
 class Flatness(ProbeCallback):
-    """Logs ``flatness/perturbed_loss_increase`` (ΔL(σ)) and ``diag/flatness_seconds`` at the end of
-    every ``every_n_epochs``-th training epoch (epoch 0 included). The perturbations ξ are the same at
-    every call (drawn from ``seed``), so the curve over epochs is not blurred by fresh noise.
+    """Logs ``flatness/perturbed_loss_increase`` (ΔL(σ)) and ``diag/flatness_seconds`` at the start of
+    training, after every ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`).
+    The perturbations ξ are the same at every call (drawn from ``seed``), so the curve over epochs is not
+    blurred by fresh noise.
 
     Args:
         every_n_epochs: how often to measure.
@@ -98,8 +99,6 @@ class Flatness(ProbeCallback):
         return {"flatness/perturbed_loss_increase": increase, "diag/flatness_seconds": time.perf_counter() - start}
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.is_due(trainer):
-            return
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         x, y = self.probe(trainer, pl_module.device)
-        pl_module.log_dict(self.measure(module_net(pl_module), module_loss(pl_module), x, y))
+        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -26,13 +26,37 @@ def generalization_gaps(metrics: Mapping[str, torch.Tensor | float]) -> dict[str
 
 
 class TrainTestGap(pl.Callback):
-    """Logs ``gap/loss`` and ``gap/acc`` after every epoch whose whole-set metrics were computed."""
+    """Logs ``gap/loss`` and ``gap/acc`` at every step where the module evaluated the whole sets (its
+    ``last_eval_step``): the initial weights, each validation epoch and the end of training.
+
+    The module evaluates the initial and final weights in its own ``on_train_start`` / ``on_train_end``,
+    which Lightning calls after the callbacks' hooks of the same name, so the gaps of those come at the
+    next hooks: ``on_train_epoch_start`` and ``on_fit_end``.
+    """
+
+    def __init__(self) -> None:
+        self.last_step: Optional[int] = None  # global step of the latest gaps logged
+
+    def is_due(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """Whether the latest whole-set metrics are of the current weights and their gaps are not logged yet."""
+        evaluated = getattr(pl_module, "last_eval_step", trainer.global_step)
+        return not trainer.sanity_checking and evaluated == trainer.global_step and self.last_step != trainer.global_step
+
+    def record(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.is_due(trainer, pl_module):
+            gaps = generalization_gaps(trainer.callback_metrics)
+            if gaps:
+                publish(trainer, gaps)
+                self.last_step = trainer.global_step
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.record(trainer, pl_module)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # The whole-set evaluation runs just before this hook; skip epochs without one.
-        if getattr(pl_module, "last_eval_epoch", trainer.current_epoch) != trainer.current_epoch:
-            return
-        gaps = generalization_gaps(trainer.callback_metrics)
-        if gaps:
-            publish(trainer, gaps)
+        self.record(trainer, pl_module)  # the validation loop runs just before this hook
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.record(trainer, pl_module)

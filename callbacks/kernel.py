@@ -8,6 +8,12 @@ a run is from it. The kernel is the Jacobian Gram matrix of the net in *eval* mo
 function: BatchNorm uses running statistics, dropout is off) with exact backprop through layers a
 learning rule converted; modes, buffers, grads and RNG are restored after each call.
 
+Several outputs: ``kernel/lambda_min`` is the smallest eigenvalue of this output-summed (n, n)
+kernel, not of the (nk, nk) Gram G = J Jᵀ of all k outputs (J: (nk, p) Jacobian) that convergence
+proofs for multi-output nets use. K = Σ_c G_cc (the diagonal blocks of G), so
+vᵀKv = Σ_c (E_c v)ᵀ G (E_c v) ≥ k λ_min(G) ‖v‖², i.e. λ_min(K) ≥ k λ_min(G): a positive λ_min(G)
+implies a positive λ_min(K), not conversely (two identical outputs give a singular G and K = 2 G_11).
+
 For a :class:`TwoLayerMLP`, f = c2 W2 σ(z) + b2 with z = c1 W1 x + b1, the kernel is closed form
 (:func:`two_layer_ntk`); any other net goes through per-sample Jacobians (:func:`jacobian_ntk`).
 """
@@ -164,8 +170,10 @@ def relative_change(now: dict[str, torch.Tensor], start: dict[str, torch.Tensor]
 
 
 class KernelDrift(ProbeCallback):
-    """Logs ``kernel/drift`` (‖K_t − K_0‖_F / ‖K_0‖_F), ``kernel/lambda_min``, ``kernel/alignment``,
-    ``weights/rel_change/<name>`` and ``diag/kernel_seconds`` every ``every_n_epochs`` epochs.
+    """Logs ``kernel/drift`` (‖K_t − K_0‖_F / ‖K_0‖_F), ``kernel/lambda_min`` (of the kernel summed over
+    outputs, see the module docstring), ``kernel/alignment``,
+    ``weights/rel_change/<name>`` and ``diag/kernel_seconds`` at the start of training (drift 0), after every
+    ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`).
 
     K_0 and the initial weights are taken at the start of fit (before the first step), on a probe set
     of ``probe_size`` training samples drawn once from ``seed``; both are checkpointed, so a resumed
@@ -173,7 +181,7 @@ class KernelDrift(ProbeCallback):
     the net (``fc1.weight``, ``fc2.bias``, ...), except tensors that start at zero.
 
     Args:
-        every_n_epochs: how often to measure (epoch 0 included).
+        every_n_epochs: how often to measure.
         probe_size: probe samples (``None`` = the whole training set); K is probe_size².
         seed: draws the probe subset.
         chunk_size: samples per Jacobian chunk for nets without a closed form (memory bound).
@@ -207,16 +215,15 @@ class KernelDrift(ProbeCallback):
         return values
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.kernel_0 is None:  # not restored from a checkpoint
-            x, y = self.probe(trainer, pl_module.device)
-            self.measure(module_net(pl_module), x, y)
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        x, y = self.probe(trainer, pl_module.device)
+        return self.measure(module_net(pl_module), x, y)
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.is_due(trainer):
-            x, y = self.probe(trainer, pl_module.device)
-            pl_module.log_dict(self.measure(module_net(pl_module), x, y))
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)  # a fresh run: K_0 and W_0, logged at step 0
+        if self.kernel_0 is None:  # resumed from a checkpoint that holds no K_0: measure from here on
+            self.compute(trainer, pl_module)
 
     @override
     def state_dict(self) -> dict:

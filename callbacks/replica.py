@@ -77,13 +77,11 @@ class ReplicaDistance(ProbeCallback):
             raise ValueError("Expected argument `replicas` of the model to be >= 2 for ReplicaDistance but got 1")
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.is_due(trainer):
-            return
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         start = time.perf_counter()
         nets = [pl_module.net, *pl_module.replica_nets]
         x, _ = self.probe(trainer, pl_module.device)
         with preserved_state(pl_module, train=False):
             values = {"replica/distance": replica_distance(nets), "replica/output_distance": replica_output_distance(nets, x)}
         values["diag/replica_seconds"] = time.perf_counter() - start
-        pl_module.log_dict(values)
+        return values

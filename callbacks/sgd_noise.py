@@ -68,8 +68,8 @@ def gradient_noise_trace(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: to
 
 class GradientNoise(ProbeCallback):
     """Logs ``sgd/noise_trace`` (tr Σ_B at the training batch size), ``sgd/temperature`` (η/B, η of the
-    first optimizer param group) and ``diag/sgd_noise_seconds`` at the end of every ``every_n_epochs``-th
-    training epoch (epoch 0 included).
+    first optimizer param group) and ``diag/sgd_noise_seconds`` at the start of training, after every
+    ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`).
 
     B is the DataModule's ``batch_size`` times the number of processes (DDP averages their gradients),
     or n_train for full batch; then the noise is 0 and no gradient is computed. The batches are the
@@ -120,13 +120,12 @@ class GradientNoise(ProbeCallback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.batch_size(trainer)  # fail at the start, not after the first epoch
+        self.batch_size(trainer)  # fail at the start, also when a resumed run measures nothing now
+        super().on_train_start(trainer, pl_module)
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.is_due(trainer):
-            return
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         b, n_train = self.batch_size(trainer)
         x, y = self.probe(trainer, pl_module.device)
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
-        pl_module.log_dict(self.measure(module_net(pl_module), module_loss(pl_module), x, y, lr, b, n_train))
+        return self.measure(module_net(pl_module), module_loss(pl_module), x, y, lr, b, n_train)

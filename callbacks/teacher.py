@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
+from callbacks.diagnostic import Diagnostic
 from callbacks.sharpness import module_net
-from lightning_modules.checks import check_positive_int
 from lightning_modules.nets.mlp import TwoLayerMLP
 
 #: Activations with σ(−z) = ±σ(z): a flipped neuron is the same neuron.
@@ -67,9 +67,10 @@ def teacher_recovery(student: TwoLayerMLP, teacher: TwoLayerMLP) -> float:
     return float(match_neurons(student, teacher)[1].min())
 
 
-class TeacherRecovery(pl.Callback):
-    """Logs ``teacher/min_max_cosine`` and ``diag/teacher_seconds`` at the end of every ``every_n_epochs``-th
-    training epoch (epoch 0 included), with the teacher taken from ``trainer.datamodule.teacher``.
+class TeacherRecovery(Diagnostic):
+    """Logs ``teacher/min_max_cosine`` and ``diag/teacher_seconds`` at the start of training, after every
+    ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`), with the
+    teacher taken from ``trainer.datamodule.teacher``.
 
     Raises:
         ValueError: on a non-positive ``every_n_epochs``; at fit start, when the DataModule has no ``teacher``
@@ -77,8 +78,7 @@ class TeacherRecovery(pl.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:
-        check_positive_int("every_n_epochs", every_n_epochs)
-        self.every_n_epochs = every_n_epochs
+        super().__init__(every_n_epochs)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -87,9 +87,7 @@ class TeacherRecovery(pl.Callback):
         match_neurons(module_net(pl_module), trainer.datamodule.teacher)  # raises on a student that is no TwoLayerMLP
 
     @override
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
-            return
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         start = time.perf_counter()
         value = teacher_recovery(module_net(pl_module), trainer.datamodule.teacher)
-        pl_module.log_dict({"teacher/min_max_cosine": value, "diag/teacher_seconds": time.perf_counter() - start})
+        return {"teacher/min_max_cosine": value, "diag/teacher_seconds": time.perf_counter() - start}

@@ -63,8 +63,10 @@ def param_groups(net: nn.Module, lr: float, layer_lr: dict[str, float]) -> list[
 class SupervisedModule(pl.LightningModule):
     """Supervised training of ``net`` with a learning rule, a loss and an optimizer.
 
-    After every training epoch it evaluates the loss (and accuracy, for class labels) on the
-    *whole* train and test sets and logs ``train/loss``, ``train/acc``, ``test/loss``, ``test/acc``.
+    Before the first update, after every validation epoch (every ``check_val_every_n_epoch`` training
+    epochs) and at the end of training it evaluates the loss (and accuracy, for class labels) on the
+    *whole* train and test sets and logs ``train/loss``, ``train/acc``, ``test/loss``, ``test/acc`` at
+    the global step of the weights evaluated (step 0: the initialization).
 
     Args:
         net: any ``nn.Module`` mapping inputs (n, ...) to outputs (n, k).
@@ -83,9 +85,14 @@ class SupervisedModule(pl.LightningModule):
         sam_rho: SAM's neighbourhood radius ρ.
         entropy_gamma, entropy_inner_steps, entropy_inner_lr, entropy_noise: Entropy-SGD's coupling γ,
             Langevin steps L, inner step size and noise (choose lr near 1/γ).
-        ist_parts: K, the number of disjoint subnetworks per step with ``rule: ist`` (see ist.py).
+        ist_parts: K, the number of disjoint subnetworks per step with ``rule: ist`` (see ist.py); at
+            most the net's width and every batch size.
         replicas: R copies of the net from the same initialization, trained in lockstep; replica 0
             sees the DataModule's minibatch order, replica r its own order from ``replica_seeds``.
+            Each replica takes exactly the steps a single run on its order would take: the same rule
+            (IST partitions drawn from the same per-step seed for every replica), the same optimizer
+            with its own SAM radius; nothing couples them. Entropy-SGD's Langevin noise is drawn
+            afresh for each replica (from the global RNG).
         replica_seeds: minibatch-order seeds of replicas 1..R−1 (default: data seed + r).
 
     Raises:
@@ -131,7 +138,7 @@ class SupervisedModule(pl.LightningModule):
         if seed is not None:
             reset_parameters(net, seed)
         if rule == "ist":
-            check_ist_net(net)
+            check_ist_net(net, ist_parts)
         copies = [copy.deepcopy(net) for _ in range(replicas - 1)]  # same initialization
         swap = "backprop" if rule == "ist" else rule
         self.net = apply_rule(net, swap, feedback_scale, 0 if seed is None else seed)
@@ -140,7 +147,7 @@ class SupervisedModule(pl.LightningModule):
         self.configure_optimizers_now()  # validate layer names and optimizer settings now, not at fit time
         self.metrics = nn.ModuleDict({f"{split}_{what}": MeanMetric() for split in ("train", "test") for what in ("loss", "acc")})
         self.diverged_at_step: Optional[int] = None
-        self.last_eval_epoch: Optional[int] = None  # epoch of the latest whole-set evaluation
+        self.last_eval_step: Optional[int] = None  # global step of the latest whole-set evaluation
         self._replica_orders: dict[tuple[int, int], list] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,25 +164,28 @@ class SupervisedModule(pl.LightningModule):
 
     # ---- training ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        hp = self.hparams
-        if hp.rule == "ist":
-            step_seed = (0 if hp.seed is None else hp.seed) * 1_000_003 + self.global_step  # resumes exactly
-            loss = ist_loss(self.net, self.loss_fn, x, y, hp.ist_parts, torch.Generator().manual_seed(step_seed))
-        else:
-            loss = self.loss_fn(self.net(x), y)
+        loss = self.replica_loss(self.net, *batch)
         for r, replica in enumerate(self.replica_nets, start=1):
-            xr, yr = self.replica_batch(r, batch_idx)
-            loss = loss + self.loss_fn(replica(xr), yr)  # disjoint parameters: each replica gets its own gradient
+            loss = loss + self.replica_loss(replica, *self.replica_batch(r, batch_idx))  # disjoint parameters: own gradients
         if not torch.isfinite(loss):  # diverged: stop now, skip this update, keep the last finite state
             self.diverged_at_step = self.global_step
             self.trainer.should_stop = True
             return None
         return loss
 
+    def replica_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of one replica on its batch, by the module's rule. Under ``ist`` the unit
+        partition comes from (seed, step) alone, so every replica draws the same one."""
+        hp = self.hparams
+        if hp.rule != "ist":
+            return self.loss_fn(net(x), y)
+        step_seed = (0 if hp.seed is None else hp.seed) * 1_000_003 + self.global_step  # resumes exactly
+        return ist_loss(net, self.loss_fn, x, y, hp.ist_parts, torch.Generator().manual_seed(step_seed))
+
     def on_after_backward(self) -> None:
         if self.hparams.rule == "ist":
-            average_shared_gradients(self.net, self.hparams.ist_parts)
+            for net in (self.net, *self.replica_nets):
+                average_shared_gradients(net, self.hparams.ist_parts)
 
     def replica_batch(self, r: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Replica r's minibatch number ``batch_idx`` of this epoch, from its own seeded order."""
@@ -194,11 +204,12 @@ class SupervisedModule(pl.LightningModule):
         return split.x[idx], split.y[idx]
 
     def configure_optimizers_now(self) -> torch.optim.Optimizer:
-        """The optimizer over the net and its replicas (``layer_lr`` applies to every copy)."""
+        """The optimizer over the net and its replicas (``layer_lr`` applies to every copy). Replica r's
+        groups carry ``block = r``, so SAM normalizes its ascent step per replica."""
         hp = self.hparams
         groups = []
-        for net in (self.net, *self.replica_nets):
-            groups += param_groups(net, hp.lr, self.layer_lr)
+        for r, net in enumerate((self.net, *self.replica_nets)):
+            groups += [{**group, "block": r} for group in param_groups(net, hp.lr, self.layer_lr)]
         hyper = {
             "sam": {"rho": hp.sam_rho},
             "entropy_sgd": {"gamma": hp.entropy_gamma, "inner_steps": hp.entropy_inner_steps,
@@ -238,10 +249,39 @@ class SupervisedModule(pl.LightningModule):
         self._update_metrics("train" if dataloader_idx == 0 else "test", batch)
 
     def on_validation_epoch_end(self) -> None:
-        values = self._log_metrics(("train", "test"))
-        if self.trainer.sanity_checking:
+        self._log_metrics(("train", "test"))
+        if not self.trainer.sanity_checking:
+            self.last_eval_step = self.trainer.global_step
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step == 0:  # the initial weights at step 0 (a resumed run has logged them)
+            self.evaluate_whole_sets()
+
+    def on_train_end(self) -> None:
+        if self.last_eval_step != self.trainer.global_step:  # the final weights, when no validation epoch ended there
+            self.evaluate_whole_sets()
+
+    @torch.no_grad()
+    def evaluate_whole_sets(self) -> None:
+        """The validation pass outside the validation loop: whole-set train/test metrics of the current weights
+        in eval mode, logged at the current step. Nothing when validation is off (e.g. ``limit_val_batches=0``)."""
+        trainer = self.trainer
+        if not trainer.enable_validation:
             return
-        self.last_eval_epoch = self.current_epoch
+        loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
+        if loaders is None:  # plain loaders given to fit() that the validation loop has not set up yet
+            return
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            for index, loader in enumerate(loaders if isinstance(loaders, (list, tuple)) else [loaders]):
+                for batch_idx, batch in enumerate(loader):
+                    self.validation_step(self.transfer_batch_to_device(batch, self.device, index), batch_idx, index)
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        self._log_metrics(("train", "test"))
+        self.last_eval_step = trainer.global_step
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._update_metrics("test", batch)

@@ -62,13 +62,16 @@ class SAM(torch.optim.Optimizer):
     Efficiently Improving Generalization"), one step on weights w (all parameter tensors together):
 
         g     = ∇L(w)                                    closure() at w
-        ε     = ρ g / ‖g‖₂                               ‖·‖ over all parameters jointly
+        ε     = ρ g / ‖g‖₂                               ‖·‖ over all parameters (of a block) jointly
         ε     = ρ w² g / ‖|w| g‖₂    (adaptive=True: ASAM, Kwon et al., 2021; products elementwise)
         g_SAM = ∇L(w + ε)                                closure() at w + ε
         w     ← base step from w with the gradient g_SAM  (torch SGD or Adam)
 
     Weight decay λ is the base optimizer's (λw added to g_SAM at the restored w); ε uses the loss
-    gradient only, as in the paper. ‖g‖ = 0 gives ε = 0 (ρ/(‖g‖ + 1e-12)). ``param_groups`` and
+    gradient only, as in the paper. ‖g‖ = 0 gives ε = 0 (ρ/(‖g‖ + 1e-12)). Blocks: the norm runs over
+    the param groups that share a ``"block"`` key (groups without one form one block), so models
+    trained side by side in one optimizer (the module's replicas, ``block`` = replica index) each
+    take the step SAM would take on that model alone, with its own radius ρ. ``param_groups`` and
     ``state`` are the base optimizer's, so per-group learning rates, LR schedulers and checkpoints
     act on it directly.
 
@@ -109,12 +112,16 @@ class SAM(torch.optim.Optimizer):
         live = [p for p in params if p.grad is not None]
         if not live:  # e.g. training_step returned None: nothing to do
             return loss
-        scaled = [p.grad * p.abs() if self.adaptive else p.grad for p in live]  # T g
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s.double()) for s in scaled]))
-        scale = self.rho / (norm + 1e-12)
         saved = [p.detach().clone() for p in live]
-        for p, s in zip(live, scaled):
-            p.add_((s * p.abs() if self.adaptive else s) * scale.to(p.dtype))  # w + ε
+        for block in self._blocks().values():
+            block = [p for p in block if p.grad is not None]
+            if not block:
+                continue
+            scaled = [p.grad * p.abs() if self.adaptive else p.grad for p in block]  # T g
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s.double()) for s in scaled]))  # ‖T g‖ over the block
+            scale = self.rho / (norm + 1e-12)
+            for p, s in zip(block, scaled):
+                p.add_((s * p.abs() if self.adaptive else s) * scale.to(p.dtype))  # w + ε
         try:
             _evaluate(closure, params, "SAM")  # g_SAM = ∇L(w + ε) in .grad
         finally:
@@ -122,6 +129,13 @@ class SAM(torch.optim.Optimizer):
                 p.copy_(w)
         self.base_optimizer.step()
         return loss
+
+    def _blocks(self) -> dict:
+        """Parameters by the ``"block"`` key of their group (one norm per block)."""
+        blocks: dict = {}
+        for group in self.param_groups:
+            blocks.setdefault(group.get("block", 0), []).extend(group["params"])
+        return blocks
 
     def state_dict(self) -> dict:
         return self.base_optimizer.state_dict()
@@ -152,6 +166,15 @@ class EntropySGD(torch.optim.Optimizer):
     backward passes; ``.grad`` is left holding the last inner gradient ∇f(x'_{L−1}).
     Step sizes: η γ = 1 moves x onto μ_L; η γ ≪ 1 makes the outer step tiny (pick lr near 1/γ).
 
+    The average μ follows the paper's Algorithm 1, μ ← (1 − α) μ + α x', the newest iterate weighted
+    by α. The authors' code (github.com/ucla-vision/entropy-sgd, python/optim.py) writes
+    ``mw.mul_(beta1).add_(1-beta1, w)``, i.e. μ ← β₁ μ + (1 − β₁) x' with β₁ = 0.75: the newest
+    iterate weighted by 1 − β₁ = 0.25. We follow the paper: Algorithm 1 is the method as published
+    and cited, and the tests check this recursion against it. Both use 0.75, so the defaults
+    differ: after L = 5 steps μ keeps 0.25⁵ ≈ 0.001 of the start x here and 0.75⁵ ≈ 0.24 in the
+    code (which shortens d = γ(x − μ) by a quarter or more). ``alpha=0.25`` reproduces the code's
+    average. (The code also steps x ← x − η(x − μ), without γ, and adds noise ε√(2η').)
+
     Args:
         params: parameters or parameter groups (``lr`` per group allowed).
         lr: η, the outer step size.
@@ -159,7 +182,8 @@ class EntropySGD(torch.optim.Optimizer):
         inner_steps: L, Langevin steps per outer step.
         inner_lr: η', the Langevin step size.
         noise: ε, the thermal noise (0 = plain gradient descent in the inner loop).
-        alpha: α, the weight of the newest iterate in the running average μ.
+        alpha: α, the weight of the newest iterate in the running average μ (the paper's α; the
+            authors' code weights it by 1 − α, see above).
         momentum, weight_decay: m and λ above.
         generator: source of ξ (for reproducible tests).
 

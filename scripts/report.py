@@ -4,7 +4,8 @@ PATH is a run folder (``.../lightning_logs/version_K``), a folder holding such r
 drawn), or a ``results.csv`` from scripts/sweep.py.
 
 * Runs: one ``<run>_curves.png`` each — loss and accuracy (train vs test), gap, sharpness λmax
-  against 2/η, kernel drift / λmin / alignment, relative weight change, alignment angles,
+  against the optimizer's stability threshold ((2 + 2β)/η for SGD with momentum β; none for
+  Adam, SAM, Entropy-SGD), kernel drift / λmin / alignment, relative weight change, alignment angles,
   teacher recovery, whichever the run logged.
 * Sweeps: for each swept key, every final metric against it (mean ± std over seeds); keys that
   look like sizes (width, n_train, ...) on log axes. ``kernel/drift`` and ``weights/rel_change``
@@ -29,14 +30,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-FIXED = {"run_id", "seed", "status", "wall_time_s", "returncode", "log_dir"}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lightning_modules.sweep_results import FINISHED, metric_columns, swept_columns  # noqa: E402
+
 POWER_LAW = ("kernel/drift", "weights/rel_change")
 # Panels of a run figure: (title, tags drawn together, y log scale).
 PANELS = [
     ("loss", ["train/loss", "test/loss"], True),
     ("accuracy", ["train/acc", "test/acc"], False),
     ("generalization gap", ["gap/loss", "gap/acc"], False),
-    ("sharpness", ["sharpness/lambda_max", "sharpness/two_over_lr"], False),
+    ("sharpness", ["sharpness/lambda_max", "sharpness/stability_threshold"], False),
     ("kernel drift", ["kernel/drift"], False),
     ("kernel", ["kernel/lambda_min", "kernel/alignment"], False),
     ("weights: relative change", ["weights/rel_change/"], False),
@@ -77,7 +80,7 @@ def run_figure(run: Path, out: Path) -> Optional[Path]:
     for ax, (title, tags, log) in zip(axes.flat, panels):
         for tag in tags:
             steps, values = scalars[tag]
-            style = "--" if tag.endswith("two_over_lr") else "-"
+            style = "--" if tag.endswith("stability_threshold") else "-"
             ax.plot(steps, values, style, label=tag, lw=1.2)
         if log and all((scalars[t][1] > 0).all() for t in tags):
             ax.set_yscale("log")
@@ -116,9 +119,9 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        rows = [r for r in reader if r.get("status") in ("completed", "diverged")]
-    swept = header[1: header.index("seed")] if "seed" in header else []
-    metrics = [c for c in header if c not in FIXED and c not in swept and c != "epoch" and not c.startswith("diag/")]
+        rows = [r for r in reader if r.get("status") in FINISHED]
+    swept = swept_columns(header)
+    metrics = [c for c in metric_columns(header) if c != "epoch" and not c.startswith("diag/")]
     if only:
         metrics = [m for m in metrics if any(m == o or m.startswith(o.rstrip("*")) and o.endswith("*") for o in only)]
     paths = []
@@ -132,6 +135,8 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
         log_x = max(xs) / max(min(xs), 1e-12) >= 8 and min(xs) > 0
         others = [k for k in swept if k != key]  # one line per combination of the other swept keys
+        if len({r.get("config_hash") for r in rows}) > 1:
+            others.append("config_hash")  # and per configuration: rows of different configs never average together
         for ax, metric in zip(axes.flat, shown):
             series = defaultdict(lambda: defaultdict(list))
             for r in rows:

@@ -4,17 +4,24 @@
         --grid model.net.width=64,256,1024 --seeds 3 --jobs 2 --out runs/sweeps/ntk_drift
 
 Each run is ``scripts/train.py --config X --<key> <value> ... --seed_everything s --model.seed s
---data.seed s --trainer.default_root_dir OUT/runs/<run_id>``. The CSV ``OUT/results.csv`` holds
-the swept values, seed, status, wall time and the final value of every scalar in the run's
-summary.json; it is rewritten atomically after each run, so it never holds a half-written row.
-Re-running the same command skips finished runs (status completed or diverged) and resumes
-interrupted ones from their last checkpoint. Extra arguments after ``--`` go to every run.
+--data.seed s --trainer.default_root_dir OUT/runs/<config_hash>/<run_id> <extra>``. Extra arguments
+after ``--`` go to every run. ``config_hash`` is a hash of everything that determines the runs
+besides their grid point and seed: the config file's content, the configs the command line always
+loads, the extra arguments and the content of any file they name (``OUT/runs/<config_hash>/
+sweep_config.json`` keeps what was hashed). A sweep with any of these changed is another sweep:
+new runs in new folders, new rows; the old rows stay, with their own hash.
+
+``OUT/results.csv`` holds one row per run (columns: lightning_modules/sweep_results.py); it is
+rewritten atomically after each run. Re-running a command skips the runs that have finished
+(status completed or diverged): a row missing from the CSV (the CSV deleted, or the sweep killed
+before writing it) is rebuilt from the run's own summary.json, never by training again. Only an
+interrupted run (a last.ckpt without a finished summary) is resumed, with ``--ckpt_path last``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import hashlib
 import itertools
 import json
 import os
@@ -26,9 +33,13 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lightning_modules.sweep_results import FINISHED, read_rows, summary_row, write_rows  # noqa: E402
+
 TRAIN = ROOT / "scripts" / "train.py"
-FINISHED = ("completed", "diverged")
-FIXED_COLUMNS = ["run_id", "seed", "status", "wall_time_s", "returncode", "log_dir"]
+#: Loaded by lightning_modules/cli.py under every run's own config (a file that does not exist counts as absent).
+IMPLICIT_CONFIGS = ("configs/base.yaml", "configs/default.yaml")
 
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
@@ -58,24 +69,61 @@ def runs_of(grid: dict[str, list[str]], seeds: list[int]) -> list[tuple[str, dic
     return [(run_id(point, seed), point, seed) for point in points for seed in seeds]
 
 
-def read_rows(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        return {row["run_id"]: row for row in csv.DictReader(f)}
+def text(path: Path) -> Optional[str]:
+    return path.read_text() if path.is_file() else None
 
 
-def write_rows(path: Path, rows: dict[str, dict], swept: list[str]) -> None:
-    """Rewrite the whole CSV through a temporary file and an atomic rename."""
-    metric_columns = sorted({k for row in rows.values() for k in row} - set(FIXED_COLUMNS) - set(swept))
-    columns = ["run_id", *swept, *FIXED_COLUMNS[1:], *metric_columns]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows.values():
-            writer.writerow(row)
-    os.replace(tmp, path)
+def sweep_identity(config: Optional[str], extra: list[str]) -> dict:
+    """What every run of the sweep shares, and its hash ``config_hash`` (12 hex digits of a SHA-256).
+
+    The hash covers the text of the config file (not its name), of the configs always loaded, the extra
+    arguments in order, and the text of each extra argument that names a file (e.g. ``--data d.yaml``).
+    """
+    identity = {
+        "config_text": text(Path(config)) if config else None,
+        "implicit_configs": {name: text(ROOT / name) for name in IMPLICIT_CONFIGS},
+        "extra": extra,
+        "extra_files": {arg: text(Path(arg)) for arg in extra if Path(arg).is_file()},
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return {"config_hash": digest, "config": config, **identity}
+
+
+def identity_columns(identity: dict) -> dict:
+    """The CSV columns that say which configuration produced a row."""
+    return {"config_hash": identity["config_hash"], "config": identity["config"] or "(default)"}
+
+
+def run_root(out: Path, config_hash: str, rid: str) -> Path:
+    return out / "runs" / config_hash / rid
+
+
+def latest_version(root: Path) -> Optional[Path]:
+    """The run's highest ``lightning_logs/version_K`` folder, or None."""
+    versions = [(int(p.name.split("_", 1)[1]), p) for p in root.glob("lightning_logs/version_*") if p.name.split("_", 1)[1].isdigit()]
+    return max(versions)[1] if versions else None
+
+
+def latest_status(root: Path) -> tuple[Optional[Path], Optional[str]]:
+    """The run's latest attempt (its version folder) and the status in its summary.json (None: no summary yet)."""
+    version = latest_version(root)
+    summary = version / "summary.json" if version is not None else None
+    if summary is None or not summary.is_file():
+        return version, None
+    return version, json.loads(summary.read_text()).get("status")
+
+
+def finished_summary(root: Path) -> Optional[Path]:
+    """The summary.json of the run's latest attempt when that attempt finished (completed or diverged)."""
+    version, status = latest_status(root)
+    return version / "summary.json" if status in FINISHED else None
+
+
+def interrupted(root: Path) -> bool:
+    """Whether the run's latest attempt was cut off (status interrupted, or killed before any summary) and
+    left a last.ckpt: only such a run is resumed."""
+    version, status = latest_status(root)
+    return version is not None and status in (None, "interrupted") and (version / "checkpoints" / "last.ckpt").is_file()
 
 
 def command(config: Optional[str], point: dict[str, str], seed: int, root: Path, extra: list[str], resume: bool) -> list[str]:
@@ -91,25 +139,30 @@ def command(config: Optional[str], point: dict[str, str], seed: int, root: Path,
     return cmd
 
 
-def execute(config: Optional[str], rid: str, point: dict[str, str], seed: int, out: Path, extra: list[str], threads: int) -> dict:
-    """Run one point (resuming it if an earlier attempt left a checkpoint) and return its CSV row."""
-    root = out / "runs" / rid
-    resume = any(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+def execute(identity: dict, rid: str, point: dict[str, str], seed: int, out: Path, threads: int) -> dict:
+    """Run one point (resuming it if it was interrupted) and return its CSV row, from the summary.json that
+    this attempt wrote; without one (a crash) the row says ``failed``."""
+    root = run_root(out, identity["config_hash"], rid)
+    resume = interrupted(root)
+    before = {p: p.stat().st_mtime_ns for p in root.glob("lightning_logs/version_*/summary.json")}
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     log = root / "train.log"
     root.mkdir(parents=True, exist_ok=True)
     with log.open("a") as f:
-        proc = subprocess.run(command(config, point, seed, root, extra, resume), stdout=f, stderr=subprocess.STDOUT, env=env)
-    row = {"run_id": rid, **point, "seed": seed, "returncode": proc.returncode, "wall_time_s": round(time.perf_counter() - start, 3)}
-    summaries = sorted(root.glob("lightning_logs/version_*/summary.json"), key=lambda p: p.stat().st_mtime)
-    if summaries:
-        summary = json.loads(summaries[-1].read_text())
-        row.update(summary.get("metrics", {}))
-        row.update(status=summary["status"], wall_time_s=summary["wall_time_s"], log_dir=str(summaries[-1].parent))
-    else:
-        row.update(status="failed", log_dir=str(log))
+        proc = subprocess.run(command(identity["config"], point, seed, root, identity["extra"], resume), stdout=f, stderr=subprocess.STDOUT, env=env)
+    row = {**identity_columns(identity), "run_id": rid, **point, "seed": seed,
+           "wall_time_s": round(time.perf_counter() - start, 3), "status": "failed", "log_dir": str(log)}
+    written = [p for p in root.glob("lightning_logs/version_*/summary.json") if before.get(p) != p.stat().st_mtime_ns]
+    if written:
+        row.update(summary_row(max(written, key=lambda p: int(p.parent.name.split("_", 1)[1]))))
+    row["returncode"] = proc.returncode
     return row
+
+
+def rebuilt_row(identity: dict, rid: str, point: dict[str, str], seed: int, summary: Path) -> dict:
+    """The CSV row of a finished run, from its summary.json alone."""
+    return {**identity_columns(identity), "run_id": rid, **point, "seed": seed, **summary_row(summary)}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -121,7 +174,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a swept key; repeat for a product grid")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for each grid point")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
-    parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<run_id>/")
+    parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<config_hash>/<run_id>/")
     parser.add_argument("--launcher", choices=["local", "slurm", "submitit_local"], default="local",
                         help="local processes, or submitit (slurm on a cluster; submitit_local runs submitit's local executor)")
     args = parser.parse_args(argv)
@@ -137,30 +190,46 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
-    rows = read_rows(csv_path)
-    todo = [r for r in runs_of(grid, list(range(args.seeds))) if rows.get(r[0], {}).get("status") not in FINISHED]
-    print(f"{len(rows)} finished rows in {csv_path}; {len(todo)} runs to go")
+    identity = sweep_identity(args.config, extra)
+    (out / "runs" / identity["config_hash"]).mkdir(parents=True, exist_ok=True)
+    (out / "runs" / identity["config_hash"] / "sweep_config.json").write_text(json.dumps(identity, indent=2))
+    rows, swept = read_rows(csv_path)
+    swept = list(dict.fromkeys([*swept, *grid]))  # earlier sweeps' keys keep their columns
+    runs = runs_of(grid, list(range(args.seeds)))
+    keys = [(identity["config_hash"], rid) for rid, _, _ in runs]
+    todo, rebuilt = [], 0
+    for key, (rid, point, seed) in zip(keys, runs):
+        if rows.get(key, {}).get("status") in FINISHED:
+            continue
+        summary = finished_summary(run_root(out, identity["config_hash"], rid))
+        if summary is not None:  # finished, but its row is missing: rebuild it, never train again
+            rows[key], rebuilt = rebuilt_row(identity, rid, point, seed, summary), rebuilt + 1
+        else:
+            todo.append((rid, point, seed))
+    if rebuilt:
+        write_rows(csv_path, rows.values(), swept)
+    print(f"config {identity['config_hash']} ({identity['config'] or 'default'}): {len(runs) - len(todo)} of {len(runs)} runs finished "
+          f"({rebuilt} rows rebuilt from their summary.json); {len(todo)} runs to go")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    swept = list(grid)
+
+    def record(row: dict) -> None:
+        rows[(row["config_hash"], row["run_id"])] = row
+        write_rows(csv_path, rows.values(), swept)
+        print(f"{row['run_id']}: {row['status']} ({row['wall_time_s']} s)")
 
     if args.launcher == "local":
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(execute, args.config, rid, point, seed, out, extra, threads) for rid, point, seed in todo]
+            futures = [pool.submit(execute, identity, rid, point, seed, out, threads) for rid, point, seed in todo]
             for future in as_completed(futures):
-                row = future.result()
-                rows[row["run_id"]] = row
-                write_rows(csv_path, rows, swept)
-                print(f"{row['run_id']}: {row['status']} ({row['wall_time_s']} s)")
+                record(future.result())
     else:
         from submit import submit_all  # noqa: PLC0415  (optional dependency: submitit)
 
-        jobs = [(args.config, rid, point, seed, out, extra, threads) for rid, point, seed in todo]
+        jobs = [(identity, rid, point, seed, out, threads) for rid, point, seed in todo]
         for row in submit_all(args.launcher, execute, jobs, out, args.jobs):
-            rows[row["run_id"]] = row
-            write_rows(csv_path, rows, swept)
-            print(f"{row['run_id']}: {row['status']} ({row['wall_time_s']} s)")
-    failed = [r for r in rows.values() if r.get("status") not in FINISHED]
-    print(f"results: {csv_path} ({len(rows)} rows, {len(failed)} not finished)")
+            record(row)
+    failed = [key for key in keys if rows.get(key, {}).get("status") not in FINISHED]
+    print(f"results: {csv_path} ({len(rows)} rows, {len(failed)} of this sweep's {len(keys)} not finished)")
     return 0 if not failed else 1
 
 

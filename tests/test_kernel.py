@@ -132,3 +132,17 @@ def test_callbacks_do_not_change_training(tmp_path):
         assert tag in logged, tag
     assert float(logged["kernel/drift"]) > 0
     assert float(logged["sharpness/two_over_lr"]) == pytest.approx(10.0)
+
+
+def test_lambda_min_of_the_output_summed_kernel_bounds_k_times_that_of_the_full_gram():
+    # The documented relation for k outputs: K = Σ_c G_cc, so λ_min(K) ≥ k λ_min(G), G the (nk, nk) Gram.
+    torch.manual_seed(0)
+    net, x = TwoLayerMLP(3, 5, 3, "tanh").double(), torch.randn(6, 3, dtype=torch.float64)
+    params = list(net.parameters())
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(net(x[i:i + 1])[0, c], params)]) for c in range(3) for i in range(6)]
+    jac = torch.stack(rows)  # (nk, P), output-major
+    gram = jac @ jac.T
+    kernel = empirical_ntk(net, x)
+    assert torch.allclose(kernel, sum(gram[6 * c:6 * c + 6, 6 * c:6 * c + 6] for c in range(3)), rtol=1e-10, atol=1e-12)
+    lam_k, lam_g = torch.linalg.eigvalsh(kernel)[0], torch.linalg.eigvalsh(gram)[0]
+    assert lam_g > 1e-6 and lam_k >= 3 * lam_g * (1 - 1e-9)

@@ -6,7 +6,7 @@ import torch
 
 from callbacks.replica import ReplicaDistance, replica_distance
 from datamodules.synthetic import GaussianMixture
-from lightning_modules.ist import ist_loss
+from lightning_modules.ist import average_shared_gradients, ist_loss
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
 
@@ -71,3 +71,61 @@ def test_ist_needs_a_two_layer_net_and_replica_seed_count_is_checked():
         SupervisedModule(torch.nn.Sequential(torch.nn.Linear(2, 1)), rule="ist")
     with pytest.raises(ValueError, match="`replica_seeds`"):
         SupervisedModule(TwoLayerMLP(2, 4), replicas=3, replica_seeds=[1])
+
+
+@pytest.mark.parametrize("settings", [{"rule": "ist", "ist_parts": 3}, {"optimizer": "sam", "sam_rho": 0.2, "momentum": 0.5},
+                                      {"rule": "ist", "ist_parts": 2, "optimizer": "sam", "sam_rho": 0.2}])
+def test_replicas_on_equal_orders_take_the_single_run_steps_of_their_rule_and_optimizer(settings):
+    # Full batch: every replica sees the same data, so nothing but a coupling could tell them apart.
+    runs = {}
+    for replicas in (1, 3):
+        model = SupervisedModule(TwoLayerMLP(5, 16, 1), lr=0.2, replicas=replicas, **settings)
+        init = model.net.fc1.weight.detach().clone()
+        fit(model, data(batch_size=None), epochs=3)
+        runs[replicas] = model
+    single, replicated = runs[1].net, runs[3]
+    assert not torch.equal(single.fc1.weight, init)  # it trained
+    for net in (replicated.net, *replicated.replica_nets):
+        assert all(torch.equal(p, q) for p, q in zip(single.parameters(), net.parameters()))
+
+
+def test_ist_needs_k_units_and_k_samples_and_splits_uneven_sizes_into_exactly_k_pieces():
+    with pytest.raises(ValueError, match="^Expected argument `ist_parts` to be <= the net's width 3 .* but got 4$"):
+        SupervisedModule(TwoLayerMLP(5, 3, 1), rule="ist", ist_parts=4)
+    torch.manual_seed(0)
+    net = TwoLayerMLP(3, 6, 1).double()
+    loss_fn = lambda out, target: 0.5 * ((out - target) ** 2).mean()  # noqa: E731
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="^Expected argument `ist_parts` to be <= the batch size 3 .* but got 4$"):
+        ist_loss(net, loss_fn, x[:3], y[:3], parts=4, generator=torch.Generator().manual_seed(1))
+
+    # m = 6 units, n = 5 samples, K = 4: groups of 2, 2, 1, 1 units on chunks of 2, 1, 1, 1 samples.
+    ist_loss(net, loss_fn, x, y, parts=4, generator=torch.Generator().manual_seed(1)).backward()
+    average_shared_gradients(net, 4)
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(1))
+    groups = [(perm[0:2], slice(0, 2)), (perm[2:4], slice(2, 3)), (perm[4:5], slice(3, 4)), (perm[5:6], slice(4, 5))]
+    reference = 0.0
+    for units, rows in groups:  # brute force: each subnetwork, its units scaled by K = 4, on its own rows
+        h = net.features(x[rows])[:, units] * 4
+        reference = reference + loss_fn(h @ net.fc2.weight[:, units].T * net.c2 + net.fc2.bias, y[rows])
+    params = list(net.parameters())
+    expected = dict(zip(params, torch.autograd.grad(reference, params)))
+    expected[net.fc2.bias] = expected[net.fc2.bias] / 4  # the shared bias: mean of the K subnetwork gradients
+    for p in params:
+        torch.testing.assert_close(p.grad, expected[p], rtol=1e-12, atol=1e-14)
+
+
+def test_ist_sam_replicas_resume_bit_exactly(tmp_path):
+    settings = dict(lr=0.2, rule="ist", ist_parts=2, optimizer="sam", sam_rho=0.2, momentum=0.5, replicas=2)
+    straight = SupervisedModule(TwoLayerMLP(5, 16, 1), **settings)
+    fit(straight, data(), epochs=4)
+    first = SupervisedModule(TwoLayerMLP(5, 16, 1), **settings)
+    trainer = fit(first, data(), epochs=2)
+    trainer.save_checkpoint(tmp_path / "half.ckpt")
+    resumed = SupervisedModule(TwoLayerMLP(5, 16, 1), **settings)
+    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(resumed, datamodule=data(), ckpt_path=tmp_path / "half.ckpt")
+    assert [g["block"] for g in trainer.optimizers[0].param_groups] == [0, 1]
+    assert not torch.equal(straight.net.fc1.weight, first.net.fc1.weight)  # the last two epochs moved it
+    assert all(torch.equal(p, q) for p, q in zip(straight.parameters(), resumed.parameters()))

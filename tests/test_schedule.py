@@ -1,0 +1,131 @@
+"""When diagnostics and whole-set metrics are measured and at which step they are logged: before the
+first update (step 0, the initial weights), after every ``every_n_epochs``-th epoch and at the end of
+training, each at the global step whose weights it measured; a resumed run continues on the same steps."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers.logger import Logger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from callbacks.alignment import FeedbackAlignment
+from callbacks.flatness import Flatness
+from callbacks.gaps import TrainTestGap
+from callbacks.kernel import KernelDrift
+from callbacks.replica import ReplicaDistance
+from callbacks.sgd_noise import GradientNoise
+from callbacks.sharpness import HessianSharpness, hessian_top_eigs
+from callbacks.teacher import TeacherRecovery
+from datamodules.synthetic import GaussianMixture, TeacherStudent
+from lightning_modules import losses
+from lightning_modules.checkpoint import LastCheckpoint
+from lightning_modules.module import SupervisedModule
+from lightning_modules.nets.mlp import TwoLayerMLP
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Capture(Logger):
+    """Keeps every logged scalar as ``(step, tag, value)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[int, str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "capture"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.events += [(step, tag, float(value)) for tag, value in metrics.items()]
+
+    def steps(self, tag: str) -> list[int]:
+        return [s for s, t, _ in self.events if t == tag]
+
+    def series(self, tag: str) -> list[tuple[int, float]]:
+        return [(s, v) for s, t, v in self.events if t == tag]
+
+
+class SigtermAt(pl.Callback):
+    """Sends SIGTERM to this process after batch ``batch`` of epoch ``epoch`` (Lightning's handler turns it
+    into a SIGTERMException once the batch is complete, as on a preempted cluster job)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)  # Lightning's handler
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def trainer(logger: Capture, callbacks: list, max_epochs: int, root) -> pl.Trainer:
+    return pl.Trainer(max_epochs=max_epochs, logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root, accelerator="cpu")
+
+
+def test_every_diagnostic_measures_at_init_every_n_epochs_and_at_the_last_step(tmp_path):
+    data = TeacherStudent(dim=4, teacher_width=2, n_train=32, n_test=16, batch_size=None, seed=0)  # full batch: one step per epoch
+    model = SupervisedModule(TwoLayerMLP(4, 8, 1, "tanh"), lr=0.2, replicas=2, seed=0)
+    callbacks = [HessianSharpness(every_n_epochs=3), KernelDrift(every_n_epochs=3, probe_size=None), FeedbackAlignment(every_n_epochs=3),
+                 TeacherRecovery(every_n_epochs=3), ReplicaDistance(every_n_epochs=3), GradientNoise(every_n_epochs=3),
+                 Flatness(every_n_epochs=3), TrainTestGap()]
+    logger = Capture()
+    trainer(logger, callbacks, 7, tmp_path).fit(model, datamodule=data)
+
+    for tag in ("sharpness/lambda_max", "kernel/drift", "alignment/weight_vs_feedback_deg", "teacher/min_max_cosine",
+                "replica/distance", "sgd/noise_trace", "flatness/perturbed_loss_increase", "diag/sharpness_seconds"):
+        assert logger.steps(tag) == [0, 3, 6, 7], tag  # init, after epochs 3 and 6, and the last step
+    assert logger.steps("train/loss") == list(range(8)) and logger.steps("gap/loss") == list(range(8))
+
+    initial = SupervisedModule(TwoLayerMLP(4, 8, 1, "tanh"), seed=0).net  # the same init, untrained
+    x, y = data.train.x, data.train.y
+    with torch.no_grad():
+        initial_loss = losses.mean_loss("mse", initial(x), y).item()
+    assert logger.series("train/loss")[0] == (0, pytest.approx(initial_loss, rel=1e-6))
+    assert logger.series("kernel/drift")[0] == (0, 0.0)  # exactly: K_0 is measured on the initial weights
+    assert logger.series("weights/rel_change/fc1.weight")[0] == (0, 0.0)
+    eigs, _ = hessian_top_eigs(initial, model.loss_fn, x, y)
+    assert logger.series("sharpness/lambda_max")[0] == (0, pytest.approx(float(eigs[0]), rel=1e-6))
+    assert logger.series("kernel/drift")[-1][1] > 0
+
+
+def test_a_resumed_run_logs_at_the_same_steps_and_values_as_an_uninterrupted_one(tmp_path):
+    """Minibatches (2 steps per epoch), every 2 epochs for 5 epochs: diagnostics at steps 0, 4, 8, 10.
+    A SIGTERM after step 5 (mid-epoch) and a resume from last.ckpt must neither measure step 0 (or 5)
+    again nor shift the cadence."""
+
+    def run(max_epochs: int, extra: list, ckpt_path=None) -> Capture:
+        pl.seed_everything(0, verbose=False)
+        data = GaussianMixture(dim=4, n_train=32, n_test=16, batch_size=16, seed=0)
+        model = SupervisedModule(TwoLayerMLP(4, 8, 1, "tanh"), lr=0.2, momentum=0.9, seed=0)
+        logger = Capture()
+        callbacks = [HessianSharpness(every_n_epochs=2), KernelDrift(every_n_epochs=2, probe_size=16), TrainTestGap(), *extra]
+        fit = lambda: trainer(logger, callbacks, max_epochs, tmp_path / "cut").fit(model, datamodule=data, ckpt_path=ckpt_path)  # noqa: E731
+        if any(isinstance(c, SigtermAt) for c in extra):
+            with pytest.raises(SIGTERMException):
+                fit()
+        else:
+            fit()
+        return logger
+
+    tags = ("sharpness/lambda_max", "kernel/drift", "kernel/lambda_min", "train/loss", "test/acc", "gap/loss")
+    full = run(5, [])
+    assert full.steps("kernel/drift") == [0, 4, 8, 10] and full.steps("train/loss") == full.steps("gap/loss") == [0, 2, 4, 6, 8, 10]
+    first = run(5, [SigtermAt(epoch=2, batch=0), LastCheckpoint(every_n_epochs=0)])
+    assert first.steps("kernel/drift") == [0, 4] and first.steps("train/loss") == [0, 2, 4]
+    second = run(5, [LastCheckpoint(every_n_epochs=0)], ckpt_path=tmp_path / "cut" / "checkpoints" / "last.ckpt")
+    for tag in tags:
+        assert first.series(tag) + second.series(tag) == full.series(tag), tag
