@@ -207,7 +207,7 @@ def fit(module: SupervisedModule, x: torch.Tensor, y: torch.Tensor, steps: int) 
 def test_fa_trains_a_two_layer_student_on_teacher_data():
     data = TeacherStudent(dim=8, teacher_width=2, n_train=256, n_test=256, seed=0)
     data.prepare_splits()
-    module = SupervisedModule(TwoLayerMLP(8, 128, 1), rule="fa", lr=0.5, momentum=0.9, seed=0).double()
+    module = SupervisedModule(TwoLayerMLP(8, 128, 1, parameterization="ntk"), rule="fa", lr=0.5, momentum=0.9, seed=0).double()
     first, last = fit(module, data.train.x.double(), data.train.y.double(), steps=300)
     assert last < 0.01 * first
 
@@ -234,7 +234,7 @@ def test_fa_factorization_converges_iff_the_rank_suffices():
 
 def test_dfa_module_fits_with_a_trainer_and_checkpoints_its_feedback(tmp_path):
     data = GaussianMixture(dim=8, n_train=128, n_test=128, seed=0)
-    module = SupervisedModule(TwoLayerMLP(8, 64, 1), rule="dfa", lr=0.5, momentum=0.9, seed=0)
+    module = SupervisedModule(TwoLayerMLP(8, 64, 1, parameterization="ntk"), rule="dfa", lr=0.5, momentum=0.9, seed=0)
     trainer = pl.Trainer(max_epochs=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=data)

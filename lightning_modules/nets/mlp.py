@@ -45,7 +45,8 @@ class TwoLayerMLP(nn.Module):
         output_dim: number of outputs (1 for a scalar output).
         activation: σ.
         bias: whether both layers have a bias.
-        parameterization: ``standard``, ``ntk`` or ``mean_field``.
+        parameterization: ``standard`` (the default, LeCun-normal init as in most code), ``ntk`` or
+            ``mean_field``; a config that studies the NTK or mean-field limit names it.
         init_scale: multiplies every initial weight.
         symmetric_init: neurons j and j + m/2 share first-layer weights and have opposite output
             weights, so f(x) = 0 at init (up to float rounding of the readout sum); needs even m.
@@ -64,7 +65,7 @@ class TwoLayerMLP(nn.Module):
         output_dim: int = 1,
         activation: Activation = "relu",
         bias: bool = True,
-        parameterization: Parameterization = "ntk",
+        parameterization: Parameterization = "standard",
         init_scale: float = 1.0,
         symmetric_init: bool = False,
         train_first_layer: bool = True,
