@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from callbacks.gaps import TrainTestGap  # noqa: E402
 from datamodules.synthetic import GaussianMixture  # noqa: E402
 from lightning_modules import losses  # noqa: E402
-from lightning_modules.cli import SummaryLogger  # noqa: E402
+from overparam.summary import SummaryLogger  # noqa: E402
 from lightning_modules.module import SupervisedModule  # noqa: E402
 from lightning_modules.nets.mlp import TwoLayerMLP  # noqa: E402
 
@@ -65,7 +65,7 @@ class StepTimer(pl.Callback):
 
 def problem(dim: int, width: int, n: int, batch_size, device: torch.device):
     data = GaussianMixture(dim=dim, n_clusters=4, cluster_std=0.2, n_train=n, n_test=n, batch_size=batch_size, seed=0)
-    model = SupervisedModule(TwoLayerMLP(dim, width, 1), lr=0.5, momentum=0.9, seed=0)
+    model = SupervisedModule(TwoLayerMLP(dim, width, 1, parameterization="ntk"), lr=0.5, momentum=0.9, seed=0)
     return data, model
 
 
@@ -184,7 +184,7 @@ def training_loop_rows(quick: bool, device: torch.device) -> list[dict]:
 
 def diagnostics_overhead_rows(quick: bool) -> list[dict]:
     """configs/default.yaml as shipped (its diagnostic schedule) vs the same run with no callbacks."""
-    from lightning_modules.cli import build_cli
+    from overparam.cli import build_cli
 
     epochs = "150" if quick else "400"
 

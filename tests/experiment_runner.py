@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from lightning_modules.cli import main
+from overparam.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

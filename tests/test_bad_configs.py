@@ -5,7 +5,8 @@ import io
 
 import pytest
 
-from lightning_modules.cli import EXIT_BAD_CONFIG, main
+from overparam.cli import main
+from overparam.status import EXIT_BAD_CONFIG
 
 FA = ["--model.rule", "fa"]
 PARITY = ["--data", "datamodules.synthetic.SparseParity"]

@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from lightning_modules.cli import build_cli, condense_error
+from overparam.cli import build_cli
+from overparam.errors import condense_error
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]

@@ -64,7 +64,7 @@ def test_logged_metrics_are_whole_set_values_not_minibatch_averages(tmp_path):
 
     from callbacks.gaps import TrainTestGap
     from datamodules.synthetic import GaussianMixture
-    from lightning_modules.cli import SummaryLogger
+    from overparam.summary import SummaryLogger
 
     data = GaussianMixture(dim=6, n_train=96, n_test=80, batch_size=16, seed=3, cluster_std=0.5)
     model = SupervisedModule(TwoLayerMLP(6, 32, 1), loss="hinge", lr=0.5, lr_schedule="cosine", seed=1)

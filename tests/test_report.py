@@ -1,13 +1,11 @@
-"""scripts/report.py: non-empty PNGs from event files and from a sweep CSV (both written here)."""
+"""overparam/report.py: non-empty PNGs from event files and from a sweep CSV (both written here)."""
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import report  # noqa: E402
+from overparam import report
 
 
 def test_run_and_sweep_figures_are_written(tmp_path):

@@ -12,8 +12,10 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from lightning_modules.checkpoint import RunRecord
-from lightning_modules.cli import ROOT, SummaryLogger, config_hash, main, run_folder
+from overparam.checkpoint import RunRecord
+from overparam.cli import main, run_folder
+from overparam.paths import ROOT
+from overparam.summary import SummaryLogger, config_hash
 
 SMALL = ["--trainer.enable_progress_bar", "false", "--data.n_train", "64", "--data.n_test", "32", "--model.net.width", "16",
          "--trainer.max_epochs", "3", "--trainer.callbacks", "[]"]

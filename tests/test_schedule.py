@@ -23,7 +23,7 @@ from callbacks.sharpness import HessianSharpness, hessian_top_eigs
 from callbacks.teacher import TeacherRecovery
 from datamodules.synthetic import GaussianMixture, TeacherStudent
 from lightning_modules import losses
-from lightning_modules.checkpoint import LastCheckpoint
+from overparam.checkpoint import LastCheckpoint
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
 

@@ -128,8 +128,7 @@ def test_deleted_csv_is_rebuilt_from_the_runs_summaries_without_training_again(f
 
 
 def test_the_config_hash_follows_content_and_arguments_and_only_interrupted_runs_resume(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import sweep as sweep_script  # noqa: PLC0415
+    from overparam import sweep as sweep_script
 
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text(TINY_CONFIG)

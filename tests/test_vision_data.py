@@ -289,7 +289,7 @@ def test_corrupt_mnist1d_cache_is_rebuilt_not_used(tmp_path):
 
 
 def test_train_script_names_a_bad_data_file_in_one_line_with_exit_2(mnist_dir, capsys):
-    from lightning_modules.cli import main
+    from overparam.cli import main
 
     truncate(mnist_dir / "MNIST" / "raw" / "train-images-idx3-ubyte", 100)
     code = main(["--config", str(ROOT / "configs" / "data" / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.n_train", "null",

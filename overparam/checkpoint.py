@@ -20,6 +20,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 
+
 def diverged(pl_module: pl.LightningModule) -> bool:
     return getattr(pl_module, "diverged_at_step", None) is not None
 
@@ -80,10 +81,6 @@ def find_last_checkpoint(root: Path) -> Optional[Path]:
         except ValueError:
             continue
     return max(versions)[1] if versions else None
-
-
-#: Statuses of a run that has ended for good; ``--ckpt_path last`` refuses to reopen them.
-FINISHED = ("completed", "diverged")
 
 
 class RunRecord(pl.Callback):

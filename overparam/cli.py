@@ -13,11 +13,7 @@ names no ``trainer.default_root_dir`` logs into ``runs/<its path under configs/>
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
-import re
 import os
 import sys
 import time
@@ -25,120 +21,44 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
-from lightning_modules.checkpoint import FINISHED, LastCheckpoint, RunRecord, find_last_checkpoint, run_status, stored_config_hash
 from lightning_modules.checks import ConfigError
 from lightning_modules.module import SupervisedModule
+from overparam.checkpoint import LastCheckpoint, RunRecord, find_last_checkpoint, run_status, stored_config_hash
+from overparam.errors import condense_error
+from overparam.paths import BASE_CONFIG, CONFIGS, DEFAULT_CONFIG
+from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED
+from overparam.summary import SummaryLogger, config_hash, write_summary
 
-ROOT = Path(__file__).resolve().parent.parent
 logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
 # build_cli passes sys.argv[1:] (behind the default experiment) as `args` on purpose.
 warnings.filterwarnings("ignore", message=r".*args parameter is intended to run from within Python")
-BASE_CONFIG = ROOT / "configs" / "base.yaml"
-DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 #: The classes a config gets when it names none (``--help`` shows them as defaults).
 DEFAULT_CLASSES = {
     "model": {"class_path": "lightning_modules.module.SupervisedModule",
               "init_args": {"net": {"class_path": "lightning_modules.nets.mlp.TwoLayerMLP"}}},
     "data": {"class_path": "datamodules.synthetic.GaussianMixture"},
 }
-#: Settings that change where a run is logged or how it is shown, never what it computes: left out of its hash.
-PRESENTATION_KEYS = ("config", "ckpt_path", "checkpoint_every_n_epochs", "trainer.default_root_dir", "trainer.logger",
-                     "trainer.callbacks", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                     "trainer.enable_checkpointing", "trainer.log_every_n_steps", "trainer.accelerator")
-
-#: Exit codes of scripts/train.py (SIGTERM and SIGINT follow the shell's 128 + signal number).
-EXIT_OK, EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_SIGINT, EXIT_SIGTERM = 0, 2, 3, 130, 143
 
 
-class SummaryLogger(TensorBoardLogger):
-    """TensorBoardLogger that also remembers the last value (and step) of every scalar it writes."""
-
-    def __init__(self, save_dir: str = ".", name: str = "lightning_logs", version: Optional[int | str] = None, **kwargs: Any) -> None:
-        super().__init__(save_dir=save_dir, name=name, version=version, default_hp_metric=False, **kwargs)
-        self.last: dict[str, float] = {}
-        self.last_step: dict[str, int] = {}
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
-        super().log_metrics(metrics, step)
-        for name, value in metrics.items():
-            if name.startswith(self.HPARAM_PREFIX):
-                continue
-            self.last[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
-            self.last_step[name] = -1 if step is None else int(step)
 
 
-    HPARAM_PREFIX = "hparam/"
-    #: TensorBoard "Custom Scalars" charts: several tags on one set of axes.
-    LAYOUT = {
-        "overview": {
-            "loss: train vs test": ["Multiline", ["train/loss", "test/loss"]],
-            "accuracy: train vs test": ["Multiline", ["train/acc", "test/acc"]],
-            "sharpness: lambda_max vs stability threshold": ["Multiline", ["sharpness/lambda_max", "sharpness/stability_threshold"]],
-            "kernel": ["Multiline", ["kernel/drift", "kernel/alignment"]],
-            "alignment angles": ["Multiline", ["alignment/.*"]],
-        }
-    }
-
-    @rank_zero_only
-    def write_layout(self) -> None:
-        self.experiment.add_custom_scalars(self.LAYOUT)
-
-    @rank_zero_only
-    def log_hparams_summary(self, config: dict, metrics: dict[str, float]) -> None:
-        """Record the run's scalar settings and final metrics for TensorBoard's HParams dashboard
-        (metrics under ``hparam/<tag>``, so the training curves keep their own tags)."""
-        params = {k: v for k, v in flatten(config).items() if isinstance(v, (bool, int, float, str)) and not k.startswith("trainer.callbacks")}
-        finals = {f"{self.HPARAM_PREFIX}{k}": v for k, v in metrics.items() if math.isfinite(v)}
-        self.log_hyperparams(params, finals)
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"init_args": {"b": 1}}}`` -> ``{"a.b": 1}`` (``init_args`` levels dropped, as on the command line).
-
-    >>> flatten({"model": {"class_path": "M", "init_args": {"lr": 0.1, "net": {"init_args": {"width": 8}}}}})
-    {'model.class_path': 'M', 'model.lr': 0.1, 'model.net.width': 8}
-    """
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = prefix if key == "init_args" else (f"{prefix}.{key}" if prefix else str(key))
-        out.update(flatten(value, name))
-    return out
-
-
-def config_hash(config: dict) -> str:
-    """A 12-hex-digit hash of everything in a resolved config that determines the run's trajectory.
-
-    Covers the model, the data, the seeds and the trainer's training settings; leaves out
-    ``PRESENTATION_KEYS`` (log folder, progress bar, callbacks: diagnostics never change training).
-
-    >>> a = {"model": {"init_args": {"lr": 0.1}}, "trainer": {"default_root_dir": "runs/a"}}
-    >>> b = {"model": {"init_args": {"lr": 0.1}}, "trainer": {"default_root_dir": "runs/b"}}
-    >>> config_hash(a) == config_hash(b), config_hash(a) == config_hash({"model": {"init_args": {"lr": 0.2}}})
-    (True, False)
-    """
-    flat = {k: v for k, v in flatten(config).items() if not any(k == p or k.startswith(p + ".") for p in PRESENTATION_KEYS)}
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def run_folder(config_files: list) -> Optional[Path]:
     """The log folder of a config that names none: ``runs/<path under configs/ without .yaml>``
     for a file in configs/, else ``runs/<file stem>``; ``None`` without a config file.
 
-    >>> run_folder([ROOT / "configs" / "ci" / "sparse_parity.yaml"]).as_posix()
+    >>> run_folder([CONFIGS / "ci" / "sparse_parity.yaml"]).as_posix()
     'runs/ci/sparse_parity'
     >>> run_folder(["elsewhere/my_run.yaml"]).as_posix()
     'runs/my_run'
@@ -147,57 +67,16 @@ def run_folder(config_files: list) -> Optional[Path]:
         return None
     path = Path(str(config_files[-1])).resolve()
     try:
-        name = path.relative_to(ROOT / "configs").with_suffix("")
+        name = path.relative_to(CONFIGS).with_suffix("")
     except ValueError:
         name = Path(path.stem)
     return Path("runs") / name
 
 
-def _jsonable(value: float) -> float | str:
-    return value if math.isfinite(value) else str(value)
 
 
-@rank_zero_only
-def write_summary(path: Path, metrics: dict[str, float], config: dict, wall_time_s: float, status: str, **extra: Any) -> None:
-    """Write ``summary.json`` atomically (a temporary file renamed into place)."""
-    summary = {
-        "status": status,
-        "wall_time_s": round(wall_time_s, 3),
-        "metrics": {k: _jsonable(v) for k, v in sorted(metrics.items())},
-        **extra,
-        "config": config,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, path)
 
 
-def condense_error(message: str) -> str:
-    r"""One line from jsonargparse's nested error report: the dotted field path and the deepest reason.
-
-    >>> condense_error('Parser key "model":\n  Problem with given class_path \'M\':\n    Parser key "width":\n      Expected a <class \'int\'>. Got value: x')
-    "model.width: Expected a <class 'int'>. Got value: x"
-    >>> condense_error('Parser key "config": File does not exist: \'/x/c.yaml\'')
-    "config: File does not exist: '/x/c.yaml'"
-    """
-    path: list[str] = []
-    reason = ""
-    for line in message.splitlines():
-        text = line.strip().lstrip("- ").strip()
-        key = re.match(r'Parser key "([^"]+)":?\s*(.*)', text)
-        if key:
-            path.append(key.group(1))
-            if key.group(2):  # the reason on the same line, e.g. 'File does not exist: ...'
-                reason = key.group(2)
-        elif text and not re.match(r"(Problem with given class_path|Does not validate|Subtypes|Errors|Given value|Expected a <class 'NoneType'>)", text):
-            reason = reason if reason.startswith("Expected argument") else text
-    literal = re.match(r"Expected a typing.Literal\[(.*)\]\. Got value: (.*)", reason)
-    if literal:
-        allowed = ", ".join(v.strip().strip("'") for v in literal.group(1).split(","))
-        reason = f"expected one of {allowed} but got {literal.group(2)!r}"
-    field = ".".join(dict.fromkeys(".".join(path).split(".")))
-    return f"{field}: {reason}" if field else reason or message.strip().splitlines()[0]
 
 
 class OneLineErrorParser(LightningArgumentParser):

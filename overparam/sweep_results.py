@@ -1,11 +1,11 @@
-"""The sweep table ``results.csv``: one row per run; scripts/sweep.py writes it, scripts/report.py reads it.
+"""The sweep table ``results.csv``: one row per run; overparam/sweep.py writes it, overparam/report.py reads it.
 
 Columns, in this order::
 
     config_hash, config, run_id, <swept keys>, seed, status, wall_time_s, returncode, log_dir, <metrics>
 
 ``config_hash`` names everything that determined the run besides its grid point and seed (the
-config file's content, the configs always loaded and the extra arguments; see scripts/sweep.py),
+config file's content, the configs always loaded and the extra arguments; see overparam/sweep.py),
 ``config`` is the config file as given, so rows of different configurations never pass for one
 another: a row's key is ``(config_hash, run_id)``. The metrics are the final value of every scalar
 in the run's summary.json, sorted by name. The file is rewritten whole through a temporary file and
@@ -20,14 +20,12 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from overparam.status import EXIT_CODES, FINISHED  # noqa: F401  (FINISHED: re-exported for the readers of the table)
+
 IDENTITY = ("config_hash", "config")
 RUN_ID = "run_id"
 RUN = ("seed", "status", "wall_time_s", "returncode", "log_dir")
 FIXED = frozenset((*IDENTITY, RUN_ID, *RUN))
-#: Statuses of a run that is over: its row is final and the run is never started again.
-FINISHED = ("completed", "diverged")
-#: scripts/train.py's exit code for each finished status (EXIT_OK, EXIT_DIVERGED of lightning_modules.cli).
-EXIT_CODES = {"completed": 0, "diverged": 3}
 
 Key = tuple[str, str]
 

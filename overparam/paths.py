@@ -1,0 +1,13 @@
+"""Where the suite's own files are (no heavy imports: the sweep process reads these too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+#: Loaded under every config: trainer-wide settings only.
+BASE_CONFIG = CONFIGS / "base.yaml"
+#: The default experiment: what ``scripts/train.py`` runs when no ``--config`` is given.
+DEFAULT_CONFIG = CONFIGS / "default.yaml"
+TRAIN_SCRIPT = ROOT / "scripts" / "train.py"

@@ -1,0 +1,205 @@
+"""PNG figures from training logs or a sweep CSV: ``python scripts/report.py PATH [--out DIR]``.
+
+PATH is a run folder (``.../lightning_logs/version_K``), a folder holding such runs (all are
+drawn), or a ``results.csv`` from scripts/sweep.py (overparam/sweep.py).
+
+* Runs: one ``<run>_curves.png`` each — loss and accuracy (train vs test), gap, sharpness λmax
+  against the optimizer's stability threshold ((2 + 2β)/η for SGD with momentum β; none for
+  Adam, SAM, Entropy-SGD), kernel drift / λmin / alignment, relative weight change, alignment angles,
+  teacher recovery, whichever the run logged.
+* Sweeps: for each swept key, every final metric against it (mean ± std over seeds); keys that
+  look like sizes (width, n_train, ...) on log axes. ``kernel/drift`` and ``weights/rel_change``
+  get log-log axes and the fitted power law in the legend; ``test/acc`` also as test error, for
+  double descent, with a line at the training-set size when the sweep fixed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from overparam.sweep_results import FINISHED, metric_columns, swept_columns  # noqa: E402
+
+POWER_LAW = ("kernel/drift", "weights/rel_change")
+# Panels of a run figure: (title, tags drawn together, y log scale).
+PANELS = [
+    ("loss", ["train/loss", "test/loss"], True),
+    ("accuracy", ["train/acc", "test/acc"], False),
+    ("generalization gap", ["gap/loss", "gap/acc"], False),
+    ("sharpness", ["sharpness/lambda_max", "sharpness/stability_threshold"], False),
+    ("kernel drift", ["kernel/drift"], False),
+    ("kernel", ["kernel/lambda_min", "kernel/alignment"], False),
+    ("weights: relative change", ["weights/rel_change/"], False),
+    ("alignment angles (deg)", ["alignment/"], False),
+    ("teacher recovery", ["teacher/min_max_cosine"], False),
+    ("replicas", ["replica/"], False),
+    ("SGD noise", ["sgd/"], False),
+    ("flatness", ["flatness/"], False),
+]
+
+
+def read_scalars(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``tag -> (steps, values)`` from the TensorBoard events of one run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0}).Reload()
+    out = {}
+    for tag in events.Tags()["scalars"]:
+        if tag.startswith("hparam/") or tag == "epoch":
+            continue
+        points = events.Scalars(tag)
+        out[tag] = (np.array([p.step for p in points]), np.array([p.value for p in points]))
+    return out
+
+
+def run_figure(run: Path, out: Path) -> Optional[Path]:
+    scalars = read_scalars(run)
+    panels = []
+    for title, prefixes, log in PANELS:
+        tags = [t for t in sorted(scalars) if any(t == p or (p.endswith("/") and t.startswith(p)) for p in prefixes)]
+        if tags:
+            panels.append((title, tags, log))
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (title, tags, log) in zip(axes.flat, panels):
+        for tag in tags:
+            steps, values = scalars[tag]
+            style = "--" if tag.endswith("stability_threshold") else "-"
+            ax.plot(steps, values, style, label=tag, lw=1.2)
+        if log and all((scalars[t][1] > 0).all() for t in tags):
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(str(run), fontsize=8)
+    fig.tight_layout()
+    name = "_".join(run.parts[-3:]).replace("lightning_logs_", "")
+    path = out / f"{name}_curves.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def power_law_slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of log y against log x.
+
+    >>> round(power_law_slope(np.array([1.0, 10, 100]), np.array([1.0, 0.1, 0.01])), 6)
+    -1.0
+    """
+    keep = (x > 0) & (y > 0)
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def as_number(value: str) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -> list[Path]:
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        rows = [r for r in reader if r.get("status") in FINISHED]
+    swept = swept_columns(header)
+    metrics = [c for c in metric_columns(header) if c != "epoch" and not c.startswith("diag/")]
+    if only:
+        metrics = [m for m in metrics if any(m == o or m.startswith(o.rstrip("*")) and o.endswith("*") for o in only)]
+    paths = []
+    for key in swept:
+        xs = sorted({as_number(r[key]) for r in rows if as_number(r[key]) is not None})
+        if not xs:
+            continue
+        shown = [m for m in metrics if any(as_number(r.get(m)) is not None for r in rows)]
+        cols = min(3, len(shown))
+        nrows = math.ceil(len(shown) / cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+        log_x = max(xs) / max(min(xs), 1e-12) >= 8 and min(xs) > 0
+        others = [k for k in swept if k != key]  # one line per combination of the other swept keys
+        if len({r.get("config_hash") for r in rows}) > 1:
+            others.append("config_hash")  # and per configuration: rows of different configs never average together
+        for ax, metric in zip(axes.flat, shown):
+            series = defaultdict(lambda: defaultdict(list))
+            for r in rows:
+                x, y = as_number(r[key]), as_number(r.get(metric))
+                if x is not None and y is not None and math.isfinite(y):
+                    series[", ".join(f"{k}={r[k]}" for k in others)][x].append(y)
+            for name, groups in sorted(series.items()):
+                gx = np.array(sorted(groups))
+                mean = np.array([np.mean(groups[x]) for x in gx])
+                std = np.array([np.std(groups[x]) for x in gx])
+                label = f"{metric} {name}".strip()
+                if metric.startswith(POWER_LAW) and log_x and len(gx) >= 2 and (mean > 0).all():
+                    label += f" (slope {power_law_slope(gx, mean):.2f})"
+                    ax.set_yscale("log")
+                ax.errorbar(gx, mean, yerr=std, marker="o", capsize=3, label=label)
+                if metric == "test/acc":
+                    ax.errorbar(gx, 1 - mean, yerr=std, marker="s", capsize=3, label=f"test error {name}".strip())
+            if metric == "test/acc":
+                n_train = {as_number(r.get("data.n_train")) for r in rows} if "data.n_train" not in swept else set()
+                if len(n_train) == 1 and None not in n_train:
+                    ax.axvline(n_train.pop(), color="gray", ls=":", label="n_train")
+            if metric.endswith("/loss") and all(v > 0 for g in series.values() for vs in g.values() for v in vs):
+                ax.set_yscale("log")
+            if log_x:
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
+            ax.set_xlabel(key)
+            ax.set_title(metric, fontsize=9)
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(shown):]:
+            ax.axis("off")
+        fig.suptitle(f"{csv_path} — final values vs {key} (mean ± std over seeds)", fontsize=8)
+        fig.tight_layout()
+        path = out / f"sweep_{key.replace('/', '_')}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def find_runs(path: Path) -> list[Path]:
+    if list(path.glob("events.out.tfevents.*")):
+        return [path]
+    return sorted({p.parent for p in path.rglob("events.out.tfevents.*")})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="PNG figures from run logs or a sweep CSV.")
+    parser.add_argument("path", type=Path, help="a run folder, a folder of runs, or a sweep results.csv")
+    parser.add_argument("--out", type=Path, default=None, help="where to write PNGs (default: next to PATH, in figures/)")
+    parser.add_argument("--metrics", default=None, help="sweeps: comma-separated tags to draw (a trailing * matches a prefix); default all")
+    args = parser.parse_args(argv)
+    if not args.path.exists():
+        parser.error(f"no such file or folder: {args.path}")
+    out = args.out or ((args.path.parent if args.path.is_file() else args.path) / "figures")
+    out.mkdir(parents=True, exist_ok=True)
+    if args.path.suffix == ".csv":
+        written = sweep_figures(args.path, out, args.metrics.split(",") if args.metrics else None)
+    else:
+        written = [p for run in find_runs(args.path) if (p := run_figure(run, out)) is not None]
+    if not written:
+        print(f"error: nothing to plot in {args.path}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+

@@ -1,0 +1,229 @@
+"""Grid sweeps over dotted config keys and seeds, one scripts/train.py run each, one CSV row per run.
+
+    python scripts/sweep.py --config configs/experiments/ntk_drift.yaml \\
+        --grid model.net.width=64,256,1024 --seeds 3 --jobs 2 --out runs/sweeps/ntk_drift
+
+Each run is ``scripts/train.py --config X --<key> <value> ... --seed_everything s --model.seed s
+--data.seed s --trainer.default_root_dir OUT/runs/<config_hash>/<run_id> <extra>``. Extra arguments
+after ``--`` go to every run. ``config_hash`` is a hash of everything that determines the runs
+besides their grid point and seed: the config file's content (configs/default.yaml's without
+``--config``), configs/base.yaml's content, the extra arguments and the content of any file they name (``OUT/runs/<config_hash>/
+sweep_config.json`` keeps what was hashed). A sweep with any of these changed is another sweep:
+new runs in new folders, new rows; the old rows stay, with their own hash.
+
+``OUT/results.csv`` holds one row per run (columns: overparam/sweep_results.py); it is
+rewritten atomically after each run. Re-running a command skips the runs that have finished
+(status completed or diverged): a row missing from the CSV (the CSV deleted, or the sweep killed
+before writing it) is rebuilt from the run's own summary.json, never by training again. Only an
+interrupted run (a last.ckpt without a finished summary) is resumed, with ``--ckpt_path last``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional
+
+from overparam.paths import BASE_CONFIG, DEFAULT_CONFIG, TRAIN_SCRIPT
+from overparam.status import FINISHED
+from overparam.sweep_results import read_rows, summary_row, write_rows
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """``["model.net.width=64,256"]`` -> ``{"model.net.width": ["64", "256"]}``.
+
+    >>> parse_grid(["model.lr=0.1,0.2", "data.n_train=64"])
+    {'model.lr': ['0.1', '0.2'], 'data.n_train': ['64']}
+    """
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"Expected --grid as KEY=V1,V2,... but got {item!r}")
+        grid[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+def run_id(point: dict[str, str], seed: int) -> str:
+    """A folder-safe name for one grid point and seed, e.g. ``model.net.width=64__seed=0``."""
+    parts = [f"{k}={v}" for k, v in point.items()] + [f"seed={seed}"]
+    return "__".join(parts).replace("/", "_").replace(" ", "")
+
+
+def runs_of(grid: dict[str, list[str]], seeds: list[int]) -> list[tuple[str, dict[str, str], int]]:
+    keys = list(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return [(run_id(point, seed), point, seed) for point in points for seed in seeds]
+
+
+def text(path: Path) -> Optional[str]:
+    return path.read_text() if path.is_file() else None
+
+
+def sweep_identity(config: Optional[str], extra: list[str]) -> dict:
+    """What every run of the sweep shares, and its hash ``config_hash`` (12 hex digits of a SHA-256).
+
+    The hash covers the text of the config file (not its name), of configs/base.yaml, the extra
+    arguments in order, and the text of each extra argument that names a file (e.g. ``--data d.yaml``).
+    """
+    identity = {
+        "config_text": text(Path(config) if config else DEFAULT_CONFIG),  # no --config: the default experiment
+        "base_config_text": text(BASE_CONFIG),  # loaded under every config
+        "extra": extra,
+        "extra_files": {arg: text(Path(arg)) for arg in extra if Path(arg).is_file()},
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return {"config_hash": digest, "config": config, **identity}
+
+
+def identity_columns(identity: dict) -> dict:
+    """The CSV columns that say which configuration produced a row."""
+    return {"config_hash": identity["config_hash"], "config": identity["config"] or "(default)"}
+
+
+def run_root(out: Path, config_hash: str, rid: str) -> Path:
+    return out / "runs" / config_hash / rid
+
+
+def latest_version(root: Path) -> Optional[Path]:
+    """The run's highest ``lightning_logs/version_K`` folder, or None."""
+    versions = [(int(p.name.split("_", 1)[1]), p) for p in root.glob("lightning_logs/version_*") if p.name.split("_", 1)[1].isdigit()]
+    return max(versions)[1] if versions else None
+
+
+def latest_status(root: Path) -> tuple[Optional[Path], Optional[str]]:
+    """The run's latest attempt (its version folder) and the status in its summary.json (None: no summary yet)."""
+    version = latest_version(root)
+    summary = version / "summary.json" if version is not None else None
+    if summary is None or not summary.is_file():
+        return version, None
+    return version, json.loads(summary.read_text()).get("status")
+
+
+def finished_summary(root: Path) -> Optional[Path]:
+    """The summary.json of the run's latest attempt when that attempt finished (completed or diverged)."""
+    version, status = latest_status(root)
+    return version / "summary.json" if status in FINISHED else None
+
+
+def interrupted(root: Path) -> bool:
+    """Whether the run's latest attempt was cut off (status interrupted, or killed before any summary) and
+    left a last.ckpt: only such a run is resumed."""
+    version, status = latest_status(root)
+    return version is not None and status in (None, "interrupted") and (version / "checkpoints" / "last.ckpt").is_file()
+
+
+def command(config: Optional[str], point: dict[str, str], seed: int, root: Path, extra: list[str], resume: bool) -> list[str]:
+    cmd = [sys.executable, str(TRAIN_SCRIPT)]
+    if config:
+        cmd += ["--config", config]
+    for key, value in point.items():
+        cmd += [f"--{key}", value]
+    cmd += ["--seed_everything", str(seed), "--model.seed", str(seed), "--data.seed", str(seed),
+            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *extra]
+    if resume:
+        cmd += ["--ckpt_path", "last"]
+    return cmd
+
+
+def execute(identity: dict, rid: str, point: dict[str, str], seed: int, out: Path, threads: int) -> dict:
+    """Run one point (resuming it if it was interrupted) and return its CSV row, from the summary.json that
+    this attempt wrote; without one (a crash) the row says ``failed``."""
+    root = run_root(out, identity["config_hash"], rid)
+    resume = interrupted(root)
+    before = {p: p.stat().st_mtime_ns for p in root.glob("lightning_logs/version_*/summary.json")}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    log = root / "train.log"
+    root.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        proc = subprocess.run(command(identity["config"], point, seed, root, identity["extra"], resume), stdout=f, stderr=subprocess.STDOUT, env=env)
+    row = {**identity_columns(identity), "run_id": rid, **point, "seed": seed,
+           "wall_time_s": round(time.perf_counter() - start, 3), "status": "failed", "log_dir": str(log)}
+    written = [p for p in root.glob("lightning_logs/version_*/summary.json") if before.get(p) != p.stat().st_mtime_ns]
+    if written:
+        row.update(summary_row(max(written, key=lambda p: int(p.parent.name.split("_", 1)[1]))))
+    row["returncode"] = proc.returncode
+    return row
+
+
+def rebuilt_row(identity: dict, rid: str, point: dict[str, str], seed: int, summary: Path) -> dict:
+    """The CSV row of a finished run, from its summary.json alone."""
+    return {**identity_columns(identity), "run_id": rid, **point, "seed": seed, **summary_row(summary)}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description="Grid sweep over dotted config keys and seeds; one CSV row per run.")
+    parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml; configs/base.yaml is under every config)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a swept key; repeat for a product grid")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for each grid point")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
+    parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<config_hash>/<run_id>/")
+    parser.add_argument("--launcher", choices=["local", "slurm", "submitit_local"], default="local",
+                        help="local processes, or submitit (slurm on a cluster; submitit_local runs submitit's local executor)")
+    args = parser.parse_args(argv)
+    try:
+        grid = parse_grid(args.grid)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.seeds < 1 or args.jobs < 1:
+        parser.error(f"Expected --seeds and --jobs to be >= 1 but got {args.seeds} and {args.jobs}")
+    if args.config and not Path(args.config).is_file():
+        parser.error(f"config file not found: {args.config}")
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "results.csv"
+    identity = sweep_identity(args.config, extra)
+    (out / "runs" / identity["config_hash"]).mkdir(parents=True, exist_ok=True)
+    (out / "runs" / identity["config_hash"] / "sweep_config.json").write_text(json.dumps(identity, indent=2))
+    rows, swept = read_rows(csv_path)
+    swept = list(dict.fromkeys([*swept, *grid]))  # earlier sweeps' keys keep their columns
+    runs = runs_of(grid, list(range(args.seeds)))
+    keys = [(identity["config_hash"], rid) for rid, _, _ in runs]
+    todo, rebuilt = [], 0
+    for key, (rid, point, seed) in zip(keys, runs):
+        if rows.get(key, {}).get("status") in FINISHED:
+            continue
+        summary = finished_summary(run_root(out, identity["config_hash"], rid))
+        if summary is not None:  # finished, but its row is missing: rebuild it, never train again
+            rows[key], rebuilt = rebuilt_row(identity, rid, point, seed, summary), rebuilt + 1
+        else:
+            todo.append((rid, point, seed))
+    if rebuilt:
+        write_rows(csv_path, rows.values(), swept)
+    print(f"config {identity['config_hash']} ({identity['config'] or 'default'}): {len(runs) - len(todo)} of {len(runs)} runs finished "
+          f"({rebuilt} rows rebuilt from their summary.json); {len(todo)} runs to go")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+
+    def record(row: dict) -> None:
+        rows[(row["config_hash"], row["run_id"])] = row
+        write_rows(csv_path, rows.values(), swept)
+        print(f"{row['run_id']}: {row['status']} ({row['wall_time_s']} s)")
+
+    if args.launcher == "local":
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(execute, identity, rid, point, seed, out, threads) for rid, point, seed in todo]
+            for future in as_completed(futures):
+                record(future.result())
+    else:
+        from overparam.submit import submit_all  # noqa: PLC0415  (optional dependency: submitit)
+
+        jobs = [(identity, rid, point, seed, out, threads) for rid, point, seed in todo]
+        for row in submit_all(args.launcher, execute, jobs, out, args.jobs):
+            record(row)
+    failed = [key for key in keys if rows.get(key, {}).get("status") not in FINISHED]
+    print(f"results: {csv_path} ({len(rows)} rows, {len(failed)} of this sweep's {len(keys)} not finished)")
+    return 0 if not failed else 1
+
