@@ -37,7 +37,12 @@ from overparam.paths import BASE_CONFIG, CONFIGS, DEFAULT_CONFIG
 from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED
 from overparam.summary import SummaryLogger, config_hash, write_summary
 
-logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)  # the seed is in config.yaml
+# stderr is for problems only: Lightning's notices (accelerator found, logger tips, "max_epochs
+# reached", checkpoint loading defaults) are facts the run's own output and config already state.
+for _name in ("lightning_fabric.utilities.seed", "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+              "pytorch_lightning.trainer.connectors.checkpoint_connector", "pytorch_lightning.accelerators.cuda"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # raised inside Lightning
 # build_cli passes sys.argv[1:] (behind the default experiment) as `args` on purpose.
 warnings.filterwarnings("ignore", message=r".*args parameter is intended to run from within Python")
 #: The classes a config gets when it names none (``--help`` shows them as defaults).
@@ -260,6 +265,8 @@ def main(args: Optional[list[str]] = None) -> int:
     if trainer.is_global_zero:
         shown = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "test", "gap")}
         print(f"status: {status}" + (f" at step {model.diverged_at_step} (loss is not finite)" if status == "diverged" else ""))
+        n_params = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
+        print(f"model: {type(model.net).__name__}, {n_params:,} trainable parameters, {trainer.global_step} steps")
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
         if status == "interrupted":
             print("resume with: --ckpt_path last (and the same config and default_root_dir)")
