@@ -13,8 +13,11 @@ names no ``trainer.default_root_dir`` logs into ``runs/<its path under configs/>
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
+import pkgutil
 import sys
 import time
 import warnings
@@ -23,9 +26,10 @@ from typing import Any, Optional
 
 import yaml
 from pytorch_lightning import Trainer
+from torch import nn
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
-from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
@@ -84,11 +88,44 @@ def run_folder(config_files: list) -> Optional[Path]:
 
 
 
+SUITE_PACKAGES = ("lightning_modules.nets", "datamodules", "callbacks")
+
+
+def import_suite() -> dict[str, type]:
+    """Import every module of the suite's nets, data and callbacks, so that short class names
+    (``--data MNIST``, ``--model.net SmallConvNet``) resolve; returns ``{name: class}`` of them."""
+    classes = {}
+    for package_name in SUITE_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__, package_name + "."):
+            module = importlib.import_module(info.name)
+            classes.update({name: obj for name, obj in vars(module).items()
+                            if inspect.isclass(obj) and obj.__module__ == module.__name__ and not name.startswith("_")})
+    return classes
+
+
+def option_choices() -> dict[str, list[str]]:
+    """The names each option group accepts, for "did you mean" (see overparam.errors)."""
+    classes = import_suite()
+
+    def params(*types: type) -> list[str]:
+        return [name for t in types for name in inspect.signature(t.__init__).parameters if name not in ("self", "args", "kwargs")]
+
+    nets = [c for c in classes.values() if issubclass(c, nn.Module) and c.__module__.startswith("lightning_modules.nets")]
+    data = [c for c in classes.values() if issubclass(c, TensorDataModule)]
+    return {"model": params(SupervisedModule), "model.net": params(*nets), "data": params(*data), "trainer": params(Trainer),
+            "": ["config", "ckpt_path", "checkpoint_every_n_epochs", "seed_everything", "model", "data", "trainer", "print_config", "help"],
+            "class": list(classes)}
+
+
 class OneLineErrorParser(LightningArgumentParser):
-    """Reports a bad configuration as one line on stderr and exits with code 2."""
+    """Reports a bad configuration as one line on stderr and exits with code 2. ``argv`` (set by
+    :func:`build_cli`) lets the line name the full option and the value as typed."""
+
+    argv: list[str] = []
 
     def error(self, message: str, ex: Optional[Exception] = None):  # noqa: D102
-        print(f"error: {condense_error(message)}", file=sys.stderr)
+        print(f"error: {condense_error(message, self.argv, option_choices())}", file=sys.stderr)
         sys.exit(EXIT_BAD_CONFIG)
 
 
@@ -127,7 +164,11 @@ class OverparamCLI(LightningCLI):
         if not any(isinstance(c, TrainTestGap) for c in callbacks):
             callbacks.append(TrainTestGap())
         kwargs["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # e.g. an accelerator this machine does not have
+            settings = ", ".join(f"{k}={cfg.get(k)!r}" for k in ("accelerator", "devices", "strategy", "precision") if cfg.get(k) is not None)
+            raise ConfigError(f"trainer: Expected settings this machine can run ({settings}) but Lightning says: {err}") from err
 
     def resumable_checkpoint(self, root: Path) -> tuple[Optional[str], Optional[int]]:
         """``(checkpoint, version)`` for ``--ckpt_path``: ``last`` is the newest ``last.ckpt`` under
@@ -196,6 +237,8 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     docstring for the layering) and instantiate everything."""
     args = with_default_experiment(sys.argv[1:] if args is None else args)
     check_config_files(args)
+    import_suite()
+    OneLineErrorParser.argv = args
     return OverparamCLI(
         SupervisedModule,
         TensorDataModule,
@@ -211,6 +254,21 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     )
 
 
+def check_before_fit(model: Any, data: Any, callbacks: list) -> None:
+    """The checks that need the module, the data and the callbacks together (e.g. an MSE-only
+    regression set, a diagnostic that needs a teacher), run before any log is written:
+    ``model.check_data(data)`` and each callback's ``check_fit(model, data)`` where they exist.
+
+    Raises:
+        ConfigError: from those checks.
+    """
+    if callable(getattr(model, "check_data", None)):
+        model.check_data(data)
+    for callback in callbacks:
+        if callable(getattr(callback, "check_fit", None)):
+            callback.check_fit(model, data)
+
+
 def main(args: Optional[list[str]] = None) -> int:
     """Fit, test, write summary.json, print the final metrics. Returns the process exit code."""
     start = time.perf_counter()
@@ -218,8 +276,9 @@ def main(args: Optional[list[str]] = None) -> int:
         cli = build_cli(args)
         if hasattr(cli.datamodule, "prepare_splits"):
             cli.datamodule.prepare_splits()  # data errors (sizes, files) now, before any log is written
+        check_before_fit(cli.model, cli.datamodule, cli.trainer.callbacks)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {condense_error(str(err))}", file=sys.stderr)
+        print(f"error: {condense_error(str(err), OneLineErrorParser.argv)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     status, code = "completed", EXIT_OK
@@ -231,7 +290,7 @@ def main(args: Optional[list[str]] = None) -> int:
     except SIGTERMException:  # preempted: LastCheckpoint has saved the state
         status, code = "interrupted", EXIT_SIGTERM
     except (ValueError, FileNotFoundError) as err:  # a setting that only fails once training starts
-        status, code, error = "failed", EXIT_BAD_CONFIG, condense_error(str(err))
+        status, code, error = "failed", EXIT_BAD_CONFIG, condense_error(str(err), OneLineErrorParser.argv)
         print(f"error: {error}", file=sys.stderr)
     except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
         if not trainer.interrupted:
@@ -239,8 +298,8 @@ def main(args: Optional[list[str]] = None) -> int:
         status, code = "interrupted", EXIT_SIGINT
     if model.diverged_at_step is not None:
         status, code = "diverged", EXIT_DIVERGED
-    elif status == "completed":
-        trainer.test(model, datamodule=data, verbose=False)
+    elif status == "completed" and getattr(model, "last_eval_step", None) != trainer.global_step:
+        trainer.test(model, datamodule=data, verbose=False)  # the test set at the final weights, unless evaluated there already
     logger = trainer.logger
     metrics = dict(getattr(logger, "last", {}))
     if isinstance(logger, SummaryLogger):
@@ -268,6 +327,9 @@ def main(args: Optional[list[str]] = None) -> int:
         n_params = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
         print(f"model: {type(model.net).__name__}, {n_params:,} trainable parameters, {trainer.global_step} steps")
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+        measured = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] not in ("train", "test", "gap", "diag", "epoch")}
+        if measured:  # the experiment's own quantities: what its config's diagnostics measured last
+            print("diagnostics: " + ", ".join(f"{k}={v:.4g}" for k, v in measured.items()))
         if status == "interrupted":
             print("resume with: --ckpt_path last (and the same config and default_root_dir)")
         print(f"logs: {log_dir}  (tensorboard --logdir {log_dir.parent})")

@@ -97,7 +97,7 @@ def test_condense_error_keeps_path_and_reason():
         "    - Problem with given class_path 'X':\n        Parser key \"net\":\n          Parser key \"width\":\n"
         "            Expected a <class 'int'>. Got value: abc\n    - Expected a <class 'NoneType'>\n  Given value type: str"
     )
-    assert condense_error(message) == "model.net.width: Expected a <class 'int'>. Got value: abc"
+    assert condense_error(message) == "model.net.width: expected an integer but got 'abc'"
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
