@@ -15,8 +15,7 @@ In FA the angles start near 90° and fall as W comes to align with B. A backprop
 feedback matrices; as a control it is measured against fixed random B ~ N(0, 1), shape of W, one per
 nn.Linear / nn.Conv2d layer, drawn from a seed: that angle stays near 90°.
 
-The learning rules come from lightning_modules/learning_rules.py (``feedback_layers`` and
-``backprop_mode``), imported when first needed.
+The learning rules come from lightning_modules/learning_rules.py (``feedback_layers`` and ``backprop_mode``).
 """
 
 from __future__ import annotations
@@ -31,19 +30,7 @@ from torch import nn
 from typing_extensions import override
 
 from callbacks.sharpness import LossFn, ProbeCallback, module_loss, module_net, preserved_state
-
-
-def import_rules():
-    """``(feedback_layers, backprop_mode)`` from lightning_modules.learning_rules.
-
-    Raises:
-        ImportError: when that module does not provide them.
-    """
-    try:
-        from lightning_modules.learning_rules import backprop_mode, feedback_layers
-    except ImportError as err:
-        raise ImportError(f"alignment diagnostics need `feedback_layers` and `backprop_mode` in lightning_modules.learning_rules: {err}") from err
-    return feedback_layers, backprop_mode
+from lightning_modules.learning_rules import backprop_mode, feedback_layers
 
 
 def angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +61,6 @@ def update_vs_backprop_angles(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, 
 
     Both passes run in training mode from the same RNG state; modes, buffers, grads and RNG are restored.
     """
-    _, backprop_mode = import_rules()
     with preserved_state(net, train=True):
         rule = _layer_grads(net, loss_fn, x, y)
     with preserved_state(net, train=True), backprop_mode(net):
@@ -97,7 +83,6 @@ def weight_vs_feedback_angles(net: nn.Module, x: torch.Tensor, feedback: Optiona
         x: a batch; it decides which layers send a gradient to their input and gives the DFA Jacobian.
         feedback: layer name -> B of W's shape to use instead of the layers' own (the backprop control).
     """
-    feedback_layers, backprop_mode = import_rules()
     modules = dict(net.named_modules())
     matrices = feedback if feedback is not None else {n: m.feedback for n, m in feedback_layers(net).items()}
     inputs: dict[str, torch.Tensor] = {}
@@ -137,7 +122,7 @@ class FeedbackAlignment(ProbeCallback):
         seed: draws the probe subset and the control feedback.
 
     Raises:
-        ValueError: on a non-positive ``every_n_epochs`` or ``probe_size``.
+        ConfigError: on an ``every_n_epochs`` or ``probe_size`` that is no positive integer.
     """
 
     def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0) -> None:
@@ -147,7 +132,6 @@ class FeedbackAlignment(ProbeCallback):
     def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The logged values for one call (no Lightning involved)."""
         start = time.perf_counter()
-        feedback_layers, _ = import_rules()
         values = {}
         if feedback_layers(net):
             values.update({f"alignment/update_vs_bp_deg/{n}": a for n, a in update_vs_backprop_angles(net, loss_fn, x, y).items()})
@@ -161,10 +145,6 @@ class FeedbackAlignment(ProbeCallback):
             values["alignment/weight_vs_feedback_deg"] = sum(per_layer.values()) / len(per_layer)
         values["diag/alignment_seconds"] = time.perf_counter() - start
         return values
-
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import_rules()  # fail before training, not after the first epoch
 
     @override
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

@@ -35,7 +35,7 @@ class Diagnostic(pl.Callback):
         every_n_epochs: measure after every n-th training epoch (and at the start and end of training).
 
     Raises:
-        ValueError: on a non-positive ``every_n_epochs``.
+        ConfigError: on an ``every_n_epochs`` that is no positive integer.
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:

@@ -26,7 +26,7 @@ from torch import nn
 from typing_extensions import override
 
 from callbacks.sharpness import LossFn, ProbeCallback, module_loss, module_net, preserved_state, trainable_parameters
-from lightning_modules.checks import check_positive_int
+from lightning_modules.checks import check_number, check_positive_int
 
 
 @torch.no_grad()
@@ -38,10 +38,9 @@ def perturbed_loss_increase(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y:
     in ``net.parameters()`` order, in the parameters' dtype, then moved to their device.
 
     Raises:
-        ValueError: on a negative ``sigma`` or a non-positive ``n_samples``.
+        ConfigError: on a negative ``sigma`` or an ``n_samples`` that is no positive integer.
     """
-    if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma >= 0 and sigma < float("inf")):
-        raise ValueError(f"Expected argument `sigma` to be a finite number >= 0 but got {sigma!r}")
+    check_number("sigma", sigma, 0.0)
     check_positive_int("n_samples", n_samples)
     generator = torch.Generator().manual_seed(0) if generator is None else generator
     params = [p for _, p in trainable_parameters(net)]
@@ -82,13 +81,12 @@ class Flatness(ProbeCallback):
         seed: draws the probe subset and ξ.
 
     Raises:
-        ValueError: on a negative ``sigma``, or a non-positive ``every_n_epochs``, ``n_samples`` or ``probe_size``.
+        ConfigError: on a negative ``sigma``, or an ``every_n_epochs``, ``n_samples`` or ``probe_size`` that is no positive integer.
     """
 
     def __init__(self, every_n_epochs: int = 1, sigma: float = 0.01, n_samples: int = 10, probe_size: Optional[int] = None, seed: int = 0) -> None:
         super().__init__(every_n_epochs, probe_size, seed)
-        if not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and 0 <= sigma < float("inf")):
-            raise ValueError(f"Expected argument `sigma` to be a finite number >= 0 but got {sigma!r}")
+        check_number("sigma", sigma, 0.0)
         check_positive_int("n_samples", n_samples)
         self.sigma, self.n_samples = sigma, n_samples
 

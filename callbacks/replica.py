@@ -20,6 +20,7 @@ from torch import nn
 from typing_extensions import override
 
 from callbacks.sharpness import ProbeCallback, preserved_state
+from lightning_modules.checks import ConfigError
 
 
 def _flat(net: nn.Module) -> torch.Tensor:
@@ -65,7 +66,7 @@ class ReplicaDistance(ProbeCallback):
         seed: draws the probe subset.
 
     Raises:
-        ValueError: at fit start, when the module trains fewer than two replicas.
+        ConfigError: at fit start, when the module trains fewer than two replicas.
     """
 
     def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0) -> None:
@@ -74,7 +75,7 @@ class ReplicaDistance(ProbeCallback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if len(getattr(pl_module, "replica_nets", [])) < 1:
-            raise ValueError("Expected argument `replicas` of the model to be >= 2 for ReplicaDistance but got 1")
+            raise ConfigError("Expected argument `replicas` of the model to be >= 2 for ReplicaDistance but got 1")
 
     @override
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

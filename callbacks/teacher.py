@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from callbacks.diagnostic import Diagnostic
 from callbacks.sharpness import module_net
+from lightning_modules.checks import ConfigError
 from lightning_modules.nets.mlp import TwoLayerMLP
 
 #: Activations with σ(−z) = ±σ(z): a flipped neuron is the same neuron.
@@ -43,13 +44,13 @@ def match_neurons(student: TwoLayerMLP, teacher: TwoLayerMLP) -> tuple[torch.Ten
         ``(indices, cosines)``, each of length teacher width.
 
     Raises:
-        ValueError: when either net is not a TwoLayerMLP or the input dimensions differ.
+        ConfigError: when either net is not a TwoLayerMLP or the input dimensions differ.
     """
     for name, net in (("student", student), ("teacher", teacher)):
         if not isinstance(net, TwoLayerMLP):
-            raise ValueError(f"Expected argument `{name}` to be a TwoLayerMLP but got {type(net).__name__}")
+            raise ConfigError(f"Expected argument `{name}` to be a TwoLayerMLP but got {type(net).__name__}")
     if student.input_dim != teacher.input_dim:
-        raise ValueError(f"Expected argument `student` to have input_dim {teacher.input_dim} (the teacher's) but got {student.input_dim}")
+        raise ConfigError(f"Expected argument `student` to have input_dim {teacher.input_dim} (the teacher's) but got {student.input_dim}")
     u_teacher, u_student = neuron_vectors(teacher), neuron_vectors(student)
     cos = torch.nn.functional.normalize(u_teacher, dim=1) @ torch.nn.functional.normalize(u_student, dim=1).T  # (m*, m)
     if teacher.activation in SIGN_SYMMETRIC:
@@ -62,7 +63,7 @@ def teacher_recovery(student: TwoLayerMLP, teacher: TwoLayerMLP) -> float:
     """min over teacher neurons of the best cosine to any student neuron (``teacher/min_max_cosine``).
 
     Raises:
-        ValueError: as :func:`match_neurons`.
+        ConfigError: as :func:`match_neurons`.
     """
     return float(match_neurons(student, teacher)[1].min())
 
@@ -73,18 +74,23 @@ class TeacherRecovery(Diagnostic):
     teacher taken from ``trainer.datamodule.teacher``.
 
     Raises:
-        ValueError: on a non-positive ``every_n_epochs``; at fit start, when the DataModule has no ``teacher``
+        ConfigError: on an ``every_n_epochs`` that is no positive integer; at fit start, when the DataModule has no ``teacher``
             or the student is not a TwoLayerMLP.
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:
         super().__init__(every_n_epochs)
 
+    def check_fit(self, pl_module: pl.LightningModule, data) -> None:
+        """Raise ``ConfigError`` unless ``data`` has a ``teacher`` and the module's net is a TwoLayerMLP
+        of the teacher's input size (the CLI calls this before any log is written)."""
+        if getattr(data, "teacher", None) is None:
+            raise ConfigError(f"Expected a DataModule with a `teacher` (e.g. datamodules.synthetic.TeacherStudent) for TeacherRecovery but got {type(data).__name__}")
+        match_neurons(module_net(pl_module), data.teacher)  # raises on a student that is no TwoLayerMLP
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if getattr(trainer.datamodule, "teacher", None) is None:
-            raise ValueError(f"Expected a DataModule with a `teacher` (e.g. datamodules.synthetic.TeacherStudent) for TeacherRecovery but got {type(trainer.datamodule).__name__}")
-        match_neurons(module_net(pl_module), trainer.datamodule.teacher)  # raises on a student that is no TwoLayerMLP
+        self.check_fit(pl_module, trainer.datamodule)
 
     @override
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

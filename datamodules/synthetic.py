@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from datamodules.tensor import Split, TensorDataModule
-from lightning_modules.checks import check_positive_int
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_int, check_number, check_positive_int
 from lightning_modules.nets.mlp import Activation, TwoLayerMLP
 
 
@@ -35,7 +35,7 @@ class GaussianMixture(TensorDataModule):
         xor: antipodal pairs with alternating binary labels.
 
     Raises:
-        ValueError: on non-positive sizes, ``cluster_std`` < 0, or an odd/too small ``n_clusters`` with ``xor``.
+        ConfigError: on sizes that are no positive integers, ``cluster_std`` < 0, or an odd/too small ``n_clusters`` with ``xor``.
     """
 
     classification = True
@@ -53,15 +53,14 @@ class GaussianMixture(TensorDataModule):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
+                         eval_batch_size=eval_batch_size)
         check_positive_int("dim", dim)
-        check_positive_int("n_clusters", n_clusters)
-        if cluster_std < 0:
-            raise ValueError(f"Expected argument `cluster_std` to be >= 0 but got {cluster_std!r}")
+        check_bool("xor", xor)
+        check_int("n_clusters", n_clusters, minimum=2)
+        check_number("cluster_std", cluster_std, 0.0)
         if xor and (n_clusters < 4 or n_clusters % 2):
-            raise ValueError(f"Expected argument `n_clusters` to be an even number >= 4 with xor=True but got {n_clusters!r}")
-        if not xor and n_clusters < 2:
-            raise ValueError(f"Expected argument `n_clusters` to be >= 2 but got {n_clusters!r}")
+            raise ConfigError(f"Expected argument `n_clusters` to be an even number >= 4 with xor=True but got {n_clusters!r}")
         self.dim, self.n_clusters, self.cluster_std, self.xor = dim, n_clusters, cluster_std, xor
 
     @property
@@ -115,7 +114,7 @@ class TeacherStudent(TensorDataModule):
         noise_std: standard deviation of the label noise ξ (train and test).
 
     Raises:
-        ValueError: on non-positive sizes or a negative ``noise_std``.
+        ConfigError: on sizes that are no positive integers or a negative ``noise_std``.
     """
 
     def __init__(
@@ -131,12 +130,11 @@ class TeacherStudent(TensorDataModule):
         seed: int = 0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
         check_positive_int("dim", dim)
         check_positive_int("teacher_width", teacher_width)
         check_positive_int("output_dim", output_dim)
-        if noise_std < 0:
-            raise ValueError(f"Expected argument `noise_std` to be >= 0 but got {noise_std!r}")
+        check_number("noise_std", noise_std, 0.0)
         self.dim, self.teacher_width, self.noise_std, self._output_dim = dim, teacher_width, noise_std, output_dim
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -177,7 +175,7 @@ class SparseParity(TensorDataModule):
         k: size of the hidden set S, 1 ≤ k ≤ n.
 
     Raises:
-        ValueError: on non-positive sizes or k outside [1, n].
+        ConfigError: on sizes that are no positive integers or k outside [1, n].
     """
 
     classification = True
@@ -194,12 +192,12 @@ class SparseParity(TensorDataModule):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
+                         eval_batch_size=eval_batch_size)
         check_positive_int("n", n)
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"Expected argument `k` to be an integer >= 1 but got {k!r}")
+        check_positive_int("k", k)
         if k > n:
-            raise ValueError(f"Expected argument `k` to be <= n = {n} but got {k!r}")
+            raise ConfigError(f"Expected argument `k` to be <= n = {n} but got {k!r}")
         self.n, self.k = n, k
         self.support = torch.randperm(n, generator=_generator(seed, 1))[:k].sort().values  # (k,)
 
@@ -242,7 +240,7 @@ def link_function(link: str):
     """The map g of a link name; ``hermite_k`` is :func:`hermite` of degree k ≥ 1.
 
     Raises:
-        ValueError: on a name outside :data:`LINKS`.
+        ConfigError: on a name outside :data:`LINKS`.
     """
     named = {"relu": torch.relu, "tanh": torch.tanh, "sign": torch.sign}
     if link in named:
@@ -250,7 +248,7 @@ def link_function(link: str):
     match = re.fullmatch(r"hermite_(\d+)", str(link))
     if match and int(match.group(1)) >= 1:
         return lambda z: hermite(z, int(match.group(1)))
-    raise ValueError(f"Expected argument `link` to be one of relu, tanh, sign, hermite_<k> (k >= 1, e.g. hermite_3) but got {link!r}")
+    raise ConfigError(f"Expected argument `link` to be one of relu, tanh, sign, hermite_<k> (k >= 1, e.g. hermite_3) but got {link!r}")
 
 
 class SingleIndex(TensorDataModule):
@@ -267,7 +265,7 @@ class SingleIndex(TensorDataModule):
         noise: standard deviation of ξ.
 
     Raises:
-        ValueError: on a non-positive size, an unknown ``link`` or a negative ``noise``.
+        ConfigError: on a size that is no positive integer, an unknown ``link`` or a negative ``noise``.
     """
 
     def __init__(
@@ -281,11 +279,10 @@ class SingleIndex(TensorDataModule):
         seed: int = 0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
         check_positive_int("d", d)
         self.g = link_function(link)
-        if not noise >= 0:
-            raise ValueError(f"Expected argument `noise` to be >= 0 but got {noise!r}")
+        check_number("noise", noise, 0.0)
         self.d, self.link, self.noise = d, link, noise
         w = torch.randn(d, generator=_generator(seed, 2))
         self.w_star = w / w.norm()  # (d,), unit norm
@@ -333,7 +330,7 @@ class OneDimensional(TensorDataModule):
         sampling: ``grid`` or ``uniform`` training inputs.
 
     Raises:
-        ValueError: on b ≤ a or an unknown ``target`` / ``sampling``.
+        ConfigError: on b ≤ a or an unknown ``target`` / ``sampling``.
     """
 
     def __init__(
@@ -348,13 +345,13 @@ class OneDimensional(TensorDataModule):
         seed: int = 0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train, n_test, batch_size, seed, 0.0, eval_batch_size)
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
+        check_number("a", a)
+        check_number("b", b)
         if not b > a:
-            raise ValueError(f"Expected argument `b` to be > a = {a!r} but got {b!r}")
-        if target not in TARGETS_1D:
-            raise ValueError(f"Expected argument `target` to be one of {', '.join(TARGETS_1D)} but got {target!r}")
-        if sampling not in ("grid", "uniform"):
-            raise ValueError(f"Expected argument `sampling` to be one of grid, uniform but got {sampling!r}")
+            raise ConfigError(f"Expected argument `b` to be > a = {a!r} but got {b!r}")
+        check_choice("target", target, TARGETS_1D)
+        check_choice("sampling", sampling, ("grid", "uniform"))
         self.a, self.b, self.target, self.sampling = float(a), float(b), target, sampling
 
     @property
@@ -392,7 +389,7 @@ class LowDimManifold(TensorDataModule):
         activation: σ of the teacher.
 
     Raises:
-        ValueError: on a non-positive size, d0 > d, or an unknown choice.
+        ConfigError: on a size that is no positive integer, d0 > d, or an unknown choice.
     """
 
     num_classes = 2  # when target="sign"
@@ -412,17 +409,16 @@ class LowDimManifold(TensorDataModule):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        if target not in ("teacher", "sign"):
-            raise ValueError(f"Expected argument `target` to be one of teacher, sign but got {target!r}")
+        check_choice("target", target, ("teacher", "sign"))
         self.classification = target == "sign"  # before the base checks label_noise against it
-        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
+                         eval_batch_size=eval_batch_size)
         check_positive_int("d0", d0)
         check_positive_int("d", d)
         check_positive_int("teacher_width", teacher_width)
         if d0 > d:
-            raise ValueError(f"Expected argument `d0` to be <= d = {d} but got {d0!r}")
-        if manifold not in ("subspace", "sphere"):
-            raise ValueError(f"Expected argument `manifold` to be one of subspace, sphere but got {manifold!r}")
+            raise ConfigError(f"Expected argument `d0` to be <= d = {d} but got {d0!r}")
+        check_choice("manifold", manifold, ("subspace", "sphere"))
         self.d0, self.d, self.manifold, self.target = d0, d, manifold, target
         self.embedding = torch.linalg.qr(torch.randn(d, d0, generator=_generator(seed, 3))).Q  # (d, d0), UᵀU = I
         with torch.random.fork_rng(devices=[]):
@@ -468,7 +464,7 @@ class SignalNoisePatches(TensorDataModule):
         noise_std: σ_p > 0, per-coordinate standard deviation of ξ (before the projection).
 
     Raises:
-        ValueError: on a non-positive size, ``dim`` < 2, a negative ``signal_norm`` or a non-positive ``noise_std``.
+        ConfigError: on a size that is no positive integer, ``dim`` < 2, a negative ``signal_norm`` or a non-positive ``noise_std``.
     """
 
     classification = True
@@ -486,13 +482,11 @@ class SignalNoisePatches(TensorDataModule):
         label_noise: float = 0.1,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
-        if not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"Expected argument `dim` to be an integer >= 2 but got {dim!r}")
-        if not signal_norm >= 0:
-            raise ValueError(f"Expected argument `signal_norm` to be >= 0 but got {signal_norm!r}")
-        if not noise_std > 0:
-            raise ValueError(f"Expected argument `noise_std` to be > 0 but got {noise_std!r}")
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
+                         eval_batch_size=eval_batch_size)
+        check_int("dim", dim, minimum=2)
+        check_number("signal_norm", signal_norm, 0.0)
+        check_number("noise_std", noise_std, 0.0, strict_minimum=True)
         self.dim, self.signal_norm, self.noise_std = dim, float(signal_norm), float(noise_std)
         u = torch.randn(dim, generator=_generator(seed, 4), dtype=torch.float64)
         self._direction = u / u.norm()  # (d,), unit norm

@@ -10,12 +10,15 @@ DDP each rank keeps only its own shard (samples ``rank, rank + world_size, ...``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.checks import check_positive_int, check_sizes
+from lightning_modules.checks import ConfigError, check_choice, check_int, check_positive_int, check_probability, check_sizes
+
+SplitName = Literal["train", "train_eval", "test"]
+SPLITS = ("train", "train_eval", "test")
 
 
 @dataclass
@@ -119,7 +122,8 @@ class TensorDataModule(pl.LightningDataModule):
         eval_batch_size: chunk size of the full-set evaluation passes (memory bound only).
 
     Raises:
-        ValueError: on non-positive sizes or ``label_noise`` outside [0, 1].
+        ConfigError: on sizes that are no positive integers, a seed that is no integer, or ``label_noise``
+            outside [0, 1] (or not 0 for regression data).
     """
 
     #: Subclasses that produce class labels set this to True and define ``num_classes``.
@@ -137,15 +141,16 @@ class TensorDataModule(pl.LightningDataModule):
         super().__init__()
         check_sizes(n_train=n_train, n_test=n_test, eval_batch_size=eval_batch_size)
         check_positive_int("batch_size", batch_size, allow_none=True)  # null = full batch
-        if not 0.0 <= label_noise <= 1.0:
-            raise ValueError(f"Expected argument `label_noise` to be in [0, 1] but got {label_noise!r}")
+        check_int("seed", seed)
+        check_probability("label_noise", label_noise)
         if label_noise > 0 and not self.classification:
-            raise ValueError(f"Expected argument `label_noise` to be 0 for the regression data {type(self).__name__} but got {label_noise!r}")
+            raise ConfigError(f"Expected argument `label_noise` to be 0 for the regression data {type(self).__name__} but got {label_noise!r}")
         self.n_train, self.n_test, self.batch_size, self.seed = n_train, n_test, batch_size, seed
         self.label_noise, self.eval_batch_size = label_noise, eval_batch_size
         self.train: Optional[Split] = None
         self.test: Optional[Split] = None
         self.corrupted_indices = torch.empty(0, dtype=torch.long)
+        self._on_device: dict[str, Split] = {}  # filled by setup under a Trainer
 
     # ---- what subclasses provide -------------------------------------------------------------
     def build(self, generator: torch.Generator) -> tuple[Split, Split]:
@@ -183,31 +188,59 @@ class TensorDataModule(pl.LightningDataModule):
         rank, world = trainer.global_rank, trainer.world_size
         # Each rank keeps its own shard of the training set; the evaluation sets too, and the
         # metrics (torchmetrics) reduce across ranks.
-        self._train_dev = self.train.shard(rank, world, equal=True).to(device)
-        self._train_eval_dev = self.train.shard(rank, world).to(device)
-        self._test_dev = self.test.shard(rank, world).to(device)
+        self._on_device = {
+            "train": self.train.shard(rank, world, equal=True).to(device),
+            "train_eval": self.train.shard(rank, world).to(device),
+            "test": self.test.shard(rank, world).to(device),
+        }
 
-    def _split_on_device(self, name: str) -> Split:
-        split = getattr(self, f"_{name}_dev", None)
-        if split is None:  # used without a Trainer
-            self.prepare_splits()
-            split = getattr(self, name.removesuffix("_eval"))
-        return split
+    def split_on_device(self, split: SplitName) -> Split:
+        """The split a loader serves: after ``setup`` under a Trainer, this rank's shard on the model's
+        device (``train``: equal-sized shards, for equal step counts; ``train_eval``, ``test``: every
+        sample); without a Trainer, the whole CPU split (``train_eval`` is ``train``).
+
+        Raises:
+            ConfigError: on a name outside train, train_eval, test.
+        """
+        check_choice("split", split, SPLITS)
+        if split in self._on_device:
+            return self._on_device[split]
+        self.prepare_splits()  # used without a Trainer
+        return self.train if split == "train_eval" else getattr(self, split)
+
+    def batches(self, split: SplitName, seed: Optional[int] = None, progress: Optional[Callable[[], int]] = None) -> TensorBatches:
+        """The loader of one split: ``train`` in minibatches of ``batch_size``, shuffled by (seed, epoch);
+        ``train_eval`` and ``test`` in order, in chunks of ``eval_batch_size``. ``seed`` defaults to the data seed."""
+        train = split == "train"
+        return TensorBatches(self.split_on_device(split), self.batch_size if train else self.eval_batch_size, shuffle=train,
+                             seed=self.seed if seed is None else seed, progress=progress)
+
+    def batch_order(self, split: SplitName = "train", seed: Optional[int] = None, epoch: int = 0) -> list[Optional[torch.Tensor]]:
+        """The index batches that :meth:`batches` (so :meth:`train_dataloader`, for the data seed) yields
+        in ``epoch``: index tensors into :meth:`split_on_device` (on its device), or ``[None]`` for one
+        full batch (the whole split, no gather). Another ``seed`` gives another minibatch order of the
+        same samples (the module's replicas).
+
+        Raises:
+            ConfigError: on an unknown split name or a seed or epoch that is no integer.
+        """
+        check_int("seed", seed, allow_none=True)
+        check_int("epoch", epoch, minimum=0)
+        sampler = self.batches(split, seed).sampler
+        sampler.set_epoch(epoch)
+        return list(sampler)
 
     def train_dataloader(self) -> TensorBatches:
         trainer = self.trainer
         progress = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed) if trainer is not None else None
-        return TensorBatches(self._split_on_device("train"), self.batch_size, shuffle=True, seed=self.seed, progress=progress)
+        return self.batches("train", progress=progress)
 
     def val_dataloader(self) -> list[TensorBatches]:
         """Full-set evaluation after each epoch: the train set (index 0), then the test set (index 1)."""
-        return [
-            TensorBatches(self._split_on_device("train_eval"), self.eval_batch_size),
-            TensorBatches(self._split_on_device("test"), self.eval_batch_size),
-        ]
+        return [self.batches("train_eval"), self.batches("test")]
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self._split_on_device("test"), self.eval_batch_size)
+        return self.batches("test")
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "corrupted_indices": self.corrupted_indices}

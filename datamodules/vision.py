@@ -35,7 +35,7 @@ import torch
 import torchvision
 
 from datamodules.tensor import Split, TensorDataModule
-from lightning_modules.checks import ConfigError
+from lightning_modules.checks import ConfigError, check_bool, is_integer
 
 
 def stratified_indices(labels: torch.Tensor, classes: Sequence[int], n: Optional[int], generator: torch.Generator) -> torch.Tensor:
@@ -46,13 +46,13 @@ def stratified_indices(labels: torch.Tensor, classes: Sequence[int], n: Optional
     a uniform random choice; the result is in random order. ``n=None`` takes every sample.
 
     Raises:
-        ValueError: when the classes hold fewer than ``n`` samples.
+        ConfigError: when the classes hold fewer than ``n`` samples.
     """
     pools = [(labels == c).nonzero()[:, 0] for c in classes]
     sizes = [len(p) for p in pools]
     n = sum(sizes) if n is None else n
     if n > sum(sizes):
-        raise ValueError(f"only {sum(sizes)} samples of classes {list(classes)}, fewer than the {n} asked for")
+        raise ConfigError(f"only {sum(sizes)} samples of classes {list(classes)}, fewer than the {n} asked for")
     take, remaining = [0] * len(pools), n
     for left, c in enumerate(sorted(range(len(pools)), key=lambda c: sizes[c])):
         take[c] = min(sizes[c], remaining // (len(pools) - left))
@@ -78,8 +78,8 @@ class ImageClassification(TensorDataModule):
         download: let torchvision download missing files into ``data_dir``.
 
     Raises:
-        ValueError: on bad ``classes`` or sizes; sizes above the available images raise in :meth:`build`.
-        ConfigError: (at construction) when files are missing and ``download`` is false; (in
+        ConfigError: on bad ``classes`` or sizes (sizes above the available images raise in :meth:`build`);
+            (at construction) when files are missing and ``download`` is false; (in
             :meth:`build`) when a file is not in its format, naming the file and what was expected.
     """
 
@@ -103,14 +103,17 @@ class ImageClassification(TensorDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         # The base validates positive integers; None (= all images) is resolved in build.
-        super().__init__(1 if n_train is None else n_train, 1 if n_test is None else n_test, batch_size, seed, label_noise, eval_batch_size)
+        super().__init__(n_train=1 if n_train is None else n_train, n_test=1 if n_test is None else n_test, batch_size=batch_size,
+                         seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size)
         self.n_train, self.n_test = n_train, n_test
         for name, value, limit in (("n_train", n_train, self.sizes[0]), ("n_test", n_test, self.sizes[1])):
             if value is not None and value > limit:
-                raise ValueError(f"Expected argument `{name}` to be <= {limit} (the {type(self).__name__} {name[2:]} set) or null but got {value!r}")
+                raise ConfigError(f"Expected argument `{name}` to be <= {limit} (the {type(self).__name__} {name[2:]} set) or null but got {value!r}")
+        for name, flag in (("flatten", flatten), ("normalize", normalize), ("download", download)):
+            check_bool(name, flag)
         classes = list(range(self.all_classes)) if classes is None else list(classes)
-        if len(classes) < 2 or len(set(classes)) != len(classes) or not all(isinstance(c, int) and 0 <= c < self.all_classes for c in classes):
-            raise ValueError(f"Expected argument `classes` to be at least two distinct integers in 0..{self.all_classes - 1} or null but got {classes!r}")
+        if len(classes) < 2 or len(set(classes)) != len(classes) or not all(is_integer(c) and 0 <= c < self.all_classes for c in classes):
+            raise ConfigError(f"Expected argument `classes` to be at least two distinct integers in 0..{self.all_classes - 1} or null but got {classes!r}")
         self.data_dir, self.classes, self.flatten, self.normalize, self.download = Path(data_dir), classes, flatten, normalize, download
         message = None if download else self.missing_files()
         if message:
@@ -153,7 +156,7 @@ class ImageClassification(TensorDataModule):
             x, y = self.load(train)
             available = int(torch.isin(y, torch.tensor(self.classes)).sum())
             if n is not None and n > available:
-                raise ValueError(f"Expected argument `{name}` to be <= {available} (the images of classes {self.classes} in {self.folder}) or null but got {n!r}")
+                raise ConfigError(f"Expected argument `{name}` to be <= {available} (the images of classes {self.classes} in {self.folder}) or null but got {n!r}")
             idx = stratified_indices(y, self.classes, n, generator)
             relabel = torch.full((self.all_classes,), -1, dtype=torch.long)
             relabel[self.classes] = torch.arange(len(self.classes))
@@ -321,7 +324,8 @@ class MNIST1D(ImageClassification):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(data_dir, classes, flatten, normalize, False, n_train, n_test, batch_size, seed, label_noise, eval_batch_size)
+        super().__init__(data_dir=data_dir, classes=classes, flatten=flatten, normalize=normalize, download=False, n_train=n_train,
+                         n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size)
 
     @property
     def folder(self) -> Path:

@@ -21,14 +21,17 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lightning_modules.checks import ConfigError, check_positive_int
+
 
 def check_ist_net(net: nn.Module, parts: int = 1) -> None:
-    """Raise ``ValueError`` unless ``net`` is a two-layer net with ``features``, ``fc2`` and ``c2``
-    and at least ``parts`` hidden units (one per subnetwork)."""
+    """Raise :class:`ConfigError` unless ``net`` is a two-layer net with ``features``, ``fc2`` and ``c2``
+    and at least ``parts`` (a positive integer) hidden units (one per subnetwork)."""
+    check_positive_int("ist_parts", parts)
     if not all(hasattr(net, a) for a in ("features", "fc2", "c2", "width")):
-        raise ValueError(f"Expected a two-layer net (TwoLayerMLP) for rule `ist` but got {type(net).__name__}")
+        raise ConfigError(f"Expected a two-layer net (TwoLayerMLP) for rule `ist` but got {type(net).__name__}")
     if parts > net.width:
-        raise ValueError(f"Expected argument `ist_parts` to be <= the net's width {net.width} (a hidden unit per subnetwork) but got {parts}")
+        raise ConfigError(f"Expected argument `ist_parts` to be <= the net's width {net.width} (a hidden unit per subnetwork) but got {parts}")
 
 
 def ist_loss(net: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, parts: int, generator: torch.Generator) -> torch.Tensor:
@@ -37,11 +40,11 @@ def ist_loss(net: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor
     G_k = ``randperm(m).tensor_split(K)[k]`` and chunk k = ``x.tensor_split(K)[k]``: K non-empty pieces.
 
     Raises:
-        ValueError: when the width or the batch holds fewer than K units or samples.
+        ConfigError: when the width or the batch holds fewer than K units or samples.
     """
     check_ist_net(net, parts)
     if parts > len(x):
-        raise ValueError(f"Expected argument `ist_parts` to be <= the batch size {len(x)} (a sample per subnetwork) but got {parts}")
+        raise ConfigError(f"Expected argument `ist_parts` to be <= the batch size {len(x)} (a sample per subnetwork) but got {parts}")
     perm = torch.randperm(net.width, generator=generator).to(x.device)
     total = x.new_zeros(())
     for units, xk, yk in zip(perm.tensor_split(parts), x.tensor_split(parts), y.tensor_split(parts)):

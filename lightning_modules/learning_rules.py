@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.checks import check_choice
+from lightning_modules.checks import ConfigError, check_choice, check_positive, is_integer
 
 RuleName = Literal["backprop", "fa", "dfa", "sign_symmetry"]
 RULES = ("backprop", "fa", "dfa", "sign_symmetry")
@@ -271,19 +271,18 @@ def apply_rule(net: nn.Module, rule: str, feedback_scale: float = 1.0, seed: int
     the number of outputs); for nets with an integer ``input_dim`` that happens here, on zeros.
 
     Raises:
-        ValueError: on an unknown rule, ``feedback_scale`` <= 0, a net without such layers,
+        ConfigError: on an unknown rule, ``feedback_scale`` <= 0, a net without such layers,
             or a net already converted.
     """
     check_choice("rule", rule, RULES)
-    if not (isinstance(feedback_scale, (int, float)) and math.isfinite(feedback_scale) and feedback_scale > 0):
-        raise ValueError(f"Expected argument `feedback_scale` to be a finite number > 0 but got {feedback_scale!r}")
+    check_positive("feedback_scale", feedback_scale)
     if rule == "backprop":
         return net
     if feedback_layers(net):
-        raise ValueError(f"Expected argument `net` to be a plain network but it was already converted to rule {next(iter(feedback_layers(net).values())).rule!r}")
+        raise ConfigError(f"Expected argument `net` to be a plain network but it was already converted to rule {next(iter(feedback_layers(net).values())).rule!r}")
     layers = [(name, m) for name, m in net.named_modules() if type(m) in _CONVERTED]
     if not layers:
-        raise ValueError(f"Expected argument `net` to contain nn.Linear or nn.Conv2d layers for rule {rule!r} but got {type(net).__name__}")
+        raise ConfigError(f"Expected argument `net` to contain nn.Linear or nn.Conv2d layers for rule {rule!r} but got {type(net).__name__}")
     tap = _OutputErrorTap() if rule == "dfa" else None
     for name, layer in layers:
         layer.__class__ = _CONVERTED[type(layer)]  # same object: parameters, hooks and keys stay
@@ -291,6 +290,6 @@ def apply_rule(net: nn.Module, rule: str, feedback_scale: float = 1.0, seed: int
     if tap is not None:
         net.register_forward_pre_hook(tap.pre_hook)
         net.register_forward_hook(tap.post_hook)
-        if isinstance(getattr(net, "input_dim", None), int):
+        if is_integer(getattr(net, "input_dim", None)):
             _probe(net, net.input_dim)
     return net

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.checks import ConfigError
+
 LossName = Literal["mse", "cross_entropy", "hinge", "logistic"]
 LOSSES = ("mse", "cross_entropy", "hinge", "logistic")
 
@@ -33,11 +35,11 @@ def per_sample_loss(name: str, output: torch.Tensor, y: torch.Tensor) -> torch.T
     """Loss of each sample, shape (n,). ``output`` is (n, k); see the table above.
 
     Raises:
-        ValueError: for a classification loss on real-valued targets, or an unknown name.
+        ConfigError: for a classification loss on real-valued targets, or an unknown name.
     """
     if not is_classification(y):
         if name != "mse":
-            raise ValueError(f"Expected argument `loss` to be mse for real-valued targets but got {name!r}")
+            raise ConfigError(f"Expected argument `loss` to be mse for real-valued targets but got {name!r}")
         return 0.5 * ((output - y.reshape(output.shape)) ** 2).sum(dim=1)
     if output.shape[1] == 1:  # binary: score f, label t = ±1
         f, t = output[:, 0], 2.0 * y.to(output.dtype) - 1.0
@@ -54,7 +56,7 @@ def per_sample_loss(name: str, output: torch.Tensor, y: torch.Tensor) -> torch.T
             return F.cross_entropy(output, y, reduction="none")
         if name == "hinge":
             return F.multi_margin_loss(output, y, reduction="none")
-    raise ValueError(f"Expected argument `loss` to be one of {', '.join(LOSSES)} but got {name!r}")
+    raise ConfigError(f"Expected argument `loss` to be one of {', '.join(LOSSES)} but got {name!r}")
 
 
 def mean_loss(name: str, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

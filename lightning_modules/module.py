@@ -12,12 +12,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lightning_modules import losses
-from datamodules.tensor import EpochPermutation
+from lightning_modules.checks import ConfigError, check_choice, check_int, check_number, check_positive_int
 from lightning_modules.ist import average_shared_gradients, check_ist_net, ist_loss
 from lightning_modules.learning_rules import RULES, apply_rule
 from lightning_modules.optimizers import OPTIMIZERS, build_optimizer
 from lightning_modules.publish import publish
-from lightning_modules.checks import check_choice
 
 OptimizerName = Literal["sgd", "adam", "sam", "entropy_sgd"]
 ModuleRule = Literal["backprop", "fa", "dfa", "sign_symmetry", "ist"]
@@ -43,15 +42,16 @@ def param_groups(net: nn.Module, lr: float, layer_lr: dict[str, float]) -> list[
     """Optimizer groups: parameters under a ``layer_lr`` key (a module-name prefix) get lr × multiplier.
 
     Raises:
-        ValueError: when a key names no trainable parameter.
+        ConfigError: when a key names no trainable parameter or a multiplier is no finite number >= 0.
     """
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     layers = sorted({n.rsplit(".", 1)[0] for n, _ in named})
     groups, taken = [], set()
     for prefix, mult in layer_lr.items():
+        check_number(f"layer_lr[{prefix}]", mult, 0.0)
         params = [p for n, p in named if (n == prefix or n.startswith(prefix + ".")) and id(p) not in taken]
         if not params:
-            raise ValueError(f"Expected argument `layer_lr` keys to name trainable layers ({', '.join(layers)}) but got {prefix!r}")
+            raise ConfigError(f"Expected argument `layer_lr` keys to name trainable layers ({', '.join(layers)}) but got {prefix!r}")
         taken.update(map(id, params))
         groups.append({"params": params, "lr": lr * mult, "name": prefix})
     rest = [p for _, p in named if id(p) not in taken]
@@ -96,7 +96,8 @@ class SupervisedModule(pl.LightningModule):
         replica_seeds: minibatch-order seeds of replicas 1..R−1 (default: data seed + r).
 
     Raises:
-        ValueError: on an unknown choice or a negative rate.
+        ConfigError: on an unknown choice, a negative rate, a size that is no positive integer, or (at
+            setup) a DataModule that does not fit the loss or the replicas.
     """
 
     def __init__(
@@ -127,13 +128,15 @@ class SupervisedModule(pl.LightningModule):
         check_choice("optimizer", optimizer, OPTIMIZERS)
         check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"Expected argument `{name}` to be a finite number >= 0 but got {value!r}")
-        for name, value in (("ist_parts", ist_parts), ("replicas", replicas)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Expected argument `{name}` to be an integer >= 1 but got {value!r}")
-        if replica_seeds is not None and len(replica_seeds) != replicas - 1:
-            raise ValueError(f"Expected argument `replica_seeds` to hold replicas - 1 = {replicas - 1} seeds but got {len(replica_seeds)}")
+            check_number(name, value, 0.0)
+        check_positive_int("ist_parts", ist_parts)
+        check_positive_int("replicas", replicas)
+        check_int("seed", seed, allow_none=True)
+        if replica_seeds is not None:
+            if not isinstance(replica_seeds, (list, tuple)) or len(replica_seeds) != replicas - 1:
+                raise ConfigError(f"Expected argument `replica_seeds` to hold replicas - 1 = {replicas - 1} seeds but got {replica_seeds!r}")
+            for seed_r in replica_seeds:
+                check_int("replica_seeds", seed_r)
         self.save_hyperparameters(ignore=["net"], logger=False)
         if seed is not None:
             reset_parameters(net, seed)
@@ -158,9 +161,28 @@ class SupervisedModule(pl.LightningModule):
         return losses.mean_loss(self.hparams.loss, output, y)
 
     def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule if self.trainer is not None else None
-        if data is not None and not getattr(data, "classification", True) and self.hparams.loss != "mse":
-            raise ValueError(f"Expected argument `loss` to be mse for the regression data {type(data).__name__} but got {self.hparams.loss!r}")
+        self.check_data(self.trainer.datamodule if self.trainer is not None else None)
+
+    def check_data(self, data) -> None:
+        """Settings that only the data can refute; the CLI calls this before any log is written.
+
+        Raises:
+            ConfigError: a non-MSE loss on regression data; replicas without a seeded batch order;
+                IST on a batch smaller than ``ist_parts`` (the full batch, a minibatch or the last one).
+        """
+        hp = self.hparams
+        if data is not None and not getattr(data, "classification", True) and hp.loss != "mse":
+            raise ConfigError(f"Expected argument `loss` to be mse for the regression data {type(data).__name__} but got {hp.loss!r}")
+        if hp.replicas > 1 and not callable(getattr(data, "batch_order", None)):
+            raise ConfigError(f"Expected a DataModule with `batch_order` (a TensorDataModule) for replicas = {hp.replicas} "
+                              f"but got {type(data).__name__}")
+        train = getattr(data, "train", None)  # the prepared split, when there is one (image sets may say n_train = null)
+        n_train, batch_size = len(train.x) if train is not None else getattr(data, "n_train", None), getattr(data, "batch_size", 0)
+        if hp.rule == "ist" and isinstance(n_train, int):
+            sizes = [n_train] if not batch_size or batch_size >= n_train else [batch_size, n_train % batch_size or batch_size]
+            if min(sizes) < hp.ist_parts:
+                raise ConfigError(f"Expected every batch to hold at least `ist_parts` = {hp.ist_parts} samples (one per subnetwork) "
+                                  f"but n_train = {n_train} with batch_size = {batch_size} gives a batch of {min(sizes)}")
 
     # ---- training ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -188,16 +210,15 @@ class SupervisedModule(pl.LightningModule):
                 average_shared_gradients(net, self.hparams.ist_parts)
 
     def replica_batch(self, r: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replica r's minibatch number ``batch_idx`` of this epoch, from its own seeded order."""
+        """Replica r's minibatch number ``batch_idx`` of this epoch, from its own seeded order (the
+        DataModule's ``batch_order`` for the replica's seed: the data seed gives replica 0's batches)."""
         data = self.trainer.datamodule
-        split = data._split_on_device("train")
+        split = data.split_on_device("train")
         seeds = self.hparams.replica_seeds or [data.seed + i for i in range(1, self.hparams.replicas)]
         key = (r, self.current_epoch)
         if key not in self._replica_orders:
-            order = EpochPermutation(len(split), data.batch_size, shuffle=True, seed=seeds[r - 1], device=split.x.device)
-            order.set_epoch(self.current_epoch)
             self._replica_orders = {k: v for k, v in self._replica_orders.items() if k[1] == self.current_epoch}
-            self._replica_orders[key] = list(order)
+            self._replica_orders[key] = data.batch_order("train", seeds[r - 1], self.current_epoch)
         idx = self._replica_orders[key][batch_idx]
         if idx is None:
             return split.x, split.y

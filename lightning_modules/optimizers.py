@@ -27,25 +27,17 @@ from typing import Callable, Iterable, Literal, Optional
 
 import torch
 
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_number, check_positive_int
+
 OptimizerName = Literal["sgd", "adam", "sam", "entropy_sgd"]
 OPTIMIZERS = ("sgd", "adam", "sam", "entropy_sgd")
 Closure = Callable[[], Optional[torch.Tensor]]
 
 
-def _check(name: str, value: object, low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is a finite number in the interval, naming the argument."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        lo = f"> {low:g}" if low_open else f">= {low:g}"
-        hi = "" if high == math.inf else (f" and < {high:g}" if high_open else f" and <= {high:g}")
-        raise ValueError(f"Expected argument `{name}` to be a finite number {lo}{hi} but got {value!r}")
-
-
 def _evaluate(closure: Optional[Closure], params: list[torch.Tensor], who: str) -> Optional[torch.Tensor]:
     """Clear ``.grad`` and run the closure (forward + backward) with autograd on."""
     if closure is None:
-        raise ValueError(f"Expected argument `closure` to re-evaluate the loss and its gradients ({who} calls it "
+        raise ConfigError(f"Expected argument `closure` to re-evaluate the loss and its gradients ({who} calls it "
                          "several times per step) but got None; 16-bit mixed precision is not supported")
     for p in params:
         p.grad = None
@@ -84,16 +76,14 @@ class SAM(torch.optim.Optimizer):
         lr, momentum, weight_decay: of the base optimizer.
 
     Raises:
-        ValueError: on an unknown ``base_optimizer`` or an out-of-range number.
+        ConfigError: on an unknown ``base_optimizer``, an out-of-range number or a non-boolean ``adaptive``.
     """
 
     def __init__(self, params: Iterable, base_optimizer: Literal["sgd", "adam"] = "sgd", rho: float = 0.05, adaptive: bool = False,
                  lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
-        if base_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"Expected argument `base_optimizer` to be one of sgd, adam but got {base_optimizer!r}")
-        _check("rho", rho, 0.0, low_open=True)
-        if not isinstance(adaptive, bool):
-            raise ValueError(f"Expected argument `adaptive` to be a boolean but got {adaptive!r}")
+        check_choice("base_optimizer", base_optimizer, ("sgd", "adam"))
+        check_number("rho", rho, 0.0, strict_minimum=True)
+        check_bool("adaptive", adaptive)
         super().__init__(params, {"lr": lr})
         self.base_optimizer = _plain(base_optimizer, self.param_groups, lr, momentum, weight_decay)
         self.param_groups = self.base_optimizer.param_groups  # the same dicts: one set of hyperparameters
@@ -105,7 +95,7 @@ class SAM(torch.optim.Optimizer):
         """One SAM step (see the class docstring); returns the loss at w.
 
         Raises:
-            ValueError: without a closure.
+            ConfigError: without a closure (e.g. under 16-bit mixed precision).
         """
         params = _params(self)
         loss = _evaluate(closure, params, "SAM")
@@ -188,21 +178,20 @@ class EntropySGD(torch.optim.Optimizer):
         generator: source of ξ (for reproducible tests).
 
     Raises:
-        ValueError: on an out-of-range number.
+        ConfigError: on an out-of-range number.
     """
 
     def __init__(self, params: Iterable, lr: float = 0.1, gamma: float = 0.03, inner_steps: int = 5, inner_lr: float = 0.1,
                  noise: float = 1e-4, alpha: float = 0.75, momentum: float = 0.0, weight_decay: float = 0.0,
                  generator: Optional[torch.Generator] = None) -> None:
-        _check("lr", lr, 0.0)
-        _check("gamma", gamma, 0.0, low_open=True)
-        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps <= 0:
-            raise ValueError(f"Expected argument `inner_steps` to be a positive integer but got {inner_steps!r}")
-        _check("inner_lr", inner_lr, 0.0, low_open=True)
-        _check("noise", noise, 0.0)
-        _check("alpha", alpha, 0.0, 1.0, low_open=True)
-        _check("momentum", momentum, 0.0, 1.0, high_open=True)
-        _check("weight_decay", weight_decay, 0.0)
+        check_number("lr", lr, 0.0)
+        check_number("gamma", gamma, 0.0, strict_minimum=True)
+        check_positive_int("inner_steps", inner_steps)
+        check_number("inner_lr", inner_lr, 0.0, strict_minimum=True)
+        check_number("noise", noise, 0.0)
+        check_number("alpha", alpha, 0.0, 1.0, strict_minimum=True)
+        check_number("momentum", momentum, 0.0, 1.0, strict_maximum=True)
+        check_number("weight_decay", weight_decay, 0.0)
         defaults = {"lr": lr, "gamma": gamma, "inner_lr": inner_lr, "noise": noise, "alpha": alpha,
                     "momentum": momentum, "weight_decay": weight_decay}
         super().__init__(params, defaults)
@@ -218,7 +207,7 @@ class EntropySGD(torch.optim.Optimizer):
         """One Entropy-SGD step (see the class docstring); returns the loss at x.
 
         Raises:
-            ValueError: without a closure.
+            ConfigError: without a closure (e.g. under 16-bit mixed precision).
         """
         params = _params(self)
         x = {p: p.detach().clone() for p in params}  # the outer weights
@@ -256,9 +245,9 @@ class EntropySGD(torch.optim.Optimizer):
 
 
 def _plain(name: str, groups: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
-    _check("lr", lr, 0.0)
-    _check("momentum", momentum, 0.0, 1.0, high_open=True)
-    _check("weight_decay", weight_decay, 0.0)
+    check_number("lr", lr, 0.0)
+    check_number("momentum", momentum, 0.0, 1.0, strict_maximum=True)
+    check_number("weight_decay", weight_decay, 0.0)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
@@ -280,14 +269,13 @@ def build_optimizer(name: OptimizerName, param_groups: Iterable, lr: float, mome
     0.1
 
     Raises:
-        ValueError: on an unknown name, a hyperparameter that ``name`` does not take, or an out-of-range value.
+        ConfigError: on an unknown name, a hyperparameter that ``name`` does not take, or an out-of-range value.
     """
-    if name not in _HYPER:
-        raise ValueError(f"Expected argument `optimizer` to be one of {', '.join(OPTIMIZERS)} but got {name!r}")
+    check_choice("optimizer", name, OPTIMIZERS)
     for key in hyper:
         if key not in _HYPER[name]:
             allowed = ", ".join(_HYPER[name]) or "none"
-            raise ValueError(f"Expected the hyperparameters of optimizer {name!r} to be among ({allowed}) but got {key!r}")
+            raise ConfigError(f"Expected the hyperparameters of optimizer {name!r} to be among ({allowed}) but got {key!r}")
     if name in ("sgd", "adam"):
         return _plain(name, param_groups, lr, momentum, weight_decay)
     if name == "sam":

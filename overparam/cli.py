@@ -236,6 +236,8 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) on top of configs/base.yaml (see the module
     docstring for the layering) and instantiate everything."""
     args = with_default_experiment(sys.argv[1:] if args is None else args)
+    if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from the working directory, as with `python -m`
+        sys.path.append(os.getcwd())
     check_config_files(args)
     import_suite()
     OneLineErrorParser.argv = args
@@ -252,6 +254,17 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"default_config_files": [str(BASE_CONFIG)]},
     )
+
+
+def config_error_in(err: BaseException) -> Optional[ConfigError]:
+    """The ConfigError that ``err`` is or was raised from (jsonargparse re-raises a class's own
+    error as a ValueError of its own while instantiating), else ``None``: then it is a bug."""
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, ConfigError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def check_before_fit(model: Any, data: Any, callbacks: list) -> None:
@@ -277,8 +290,11 @@ def main(args: Optional[list[str]] = None) -> int:
         if hasattr(cli.datamodule, "prepare_splits"):
             cli.datamodule.prepare_splits()  # data errors (sizes, files) now, before any log is written
         check_before_fit(cli.model, cli.datamodule, cli.trainer.callbacks)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {condense_error(str(err), OneLineErrorParser.argv)}", file=sys.stderr)
+    except ValueError as err:  # a ConfigError, maybe wrapped by jsonargparse; any other exception is a bug
+        cause = config_error_in(err)
+        if cause is None:
+            raise
+        print(f"error: {condense_error(str(cause), OneLineErrorParser.argv)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     status, code = "completed", EXIT_OK
@@ -289,8 +305,11 @@ def main(args: Optional[list[str]] = None) -> int:
         trainer.fit(model, datamodule=data, ckpt_path=cli.resume_from)
     except SIGTERMException:  # preempted: LastCheckpoint has saved the state
         status, code = "interrupted", EXIT_SIGTERM
-    except (ValueError, FileNotFoundError) as err:  # a setting that only fails once training starts
-        status, code, error = "failed", EXIT_BAD_CONFIG, condense_error(str(err), OneLineErrorParser.argv)
+    except ValueError as err:  # a setting that only fails once training starts
+        cause = config_error_in(err)
+        if cause is None:
+            raise
+        status, code, error = "failed", EXIT_BAD_CONFIG, condense_error(str(cause), OneLineErrorParser.argv)
         print(f"error: {error}", file=sys.stderr)
     except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
         if not trainer.interrupted:

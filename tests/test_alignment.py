@@ -9,21 +9,15 @@ import torch
 from callbacks.alignment import (
     FeedbackAlignment,
     angle_deg,
-    import_rules,
     random_feedback,
     update_vs_backprop_angles,
     weight_vs_feedback_angles,
 )
 from callbacks.kernel import empirical_ntk
 from callbacks.sharpness import hessian_top_eigs
+from lightning_modules.learning_rules import apply_rule
 from lightning_modules.nets.mlp import TwoLayerMLP
 from tests.diag_cases import mse
-
-try:
-    import_rules()
-    from lightning_modules.learning_rules import apply_rule
-except ImportError as err:  # the learning rules are written in parallel
-    pytest.skip(f"lightning_modules.learning_rules has no feedback_layers/backprop_mode yet ({err})", allow_module_level=True)
 
 
 def problem(rule: str, seed: int = 0):

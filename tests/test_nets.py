@@ -122,7 +122,7 @@ def test_factorization_has_rank_at_most_r_and_rejects_bad_rank():
     assert all(layer.bias is None for layer in net.factors)
     with pytest.raises(ValueError, match="^Expected argument `rank` to be a positive integer but got 0$"):
         LowRankFactorization(7, 6, rank=0)
-    with pytest.raises(ValueError, match="`depth` to be >= 2"):
+    with pytest.raises(ValueError, match="`depth` to be an integer >= 2"):
         LowRankFactorization(7, 6, rank=2, depth=1)
 
 

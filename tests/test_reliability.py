@@ -2,12 +2,10 @@
 an interrupted-then-resumed run ends bit-identical to an uninterrupted one; runs are deterministic."""
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,15 +6,16 @@ import torch
 
 from callbacks.replica import ReplicaDistance, replica_distance
 from datamodules.synthetic import GaussianMixture
+from lightning_modules.checks import ConfigError
 from lightning_modules.ist import average_shared_gradients, ist_loss
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
 
 
-def fit(model, data, epochs=2, callbacks=()):
+def fit(model, data, epochs=2, callbacks=(), loader=None):
     trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks))
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, train_dataloaders=loader)
     return trainer
 
 
@@ -129,3 +130,31 @@ def test_ist_sam_replicas_resume_bit_exactly(tmp_path):
     assert [g["block"] for g in trainer.optimizers[0].param_groups] == [0, 1]
     assert not torch.equal(straight.net.fc1.weight, first.net.fc1.weight)  # the last two epochs moved it
     assert all(torch.equal(p, q) for p, q in zip(straight.parameters(), resumed.parameters()))
+
+
+class RecordingModule(SupervisedModule):
+    """Records, at every step, the inputs of replica 0 (the train loader's batch) and of replicas 1..R−1."""
+
+    def training_step(self, batch, batch_idx):
+        step = [batch[0].clone()] + [self.replica_batch(r, batch_idx)[0].clone() for r in range(1, self.hparams.replicas)]
+        self.seen.append((self.current_epoch, batch_idx, step))
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_replica_with_the_data_seed_gets_exactly_replica_0s_batches_and_others_the_public_order():
+    dm = data(batch_size=16)
+    model = RecordingModule(TwoLayerMLP(5, 16, 1), lr=0.2, replicas=3, replica_seeds=[3, 11])  # 3 = the data seed
+    model.seen = []
+    fit(model, dm, epochs=2)
+    assert len(model.seen) == 2 * 4
+    split = dm.split_on_device("train")
+    for epoch, batch_idx, (x0, x1, x2) in model.seen:
+        assert torch.equal(x1, x0)  # the data seed: replica 0's batch, step by step
+        assert torch.equal(x2, split.x[dm.batch_order("train", seed=11, epoch=epoch)[batch_idx]])
+    assert not all(torch.equal(x0, x2) for _, _, (x0, _, x2) in model.seen)
+
+
+def test_replicas_need_a_data_module_with_a_batch_order():
+    x, y = torch.randn(8, 5), torch.randn(8, 1)
+    with pytest.raises(ConfigError, match="`batch_order`"):
+        fit(SupervisedModule(TwoLayerMLP(5, 4, 1), replicas=2), None, epochs=1, loader=[(x, y)])

@@ -114,11 +114,11 @@ def test_hidden_structure_depends_on_the_seed():
     "make, message",
     [
         (lambda: SparseParity(n=20, k=30), r"^Expected argument `k` to be <= n = 20 but got 30$"),
-        (lambda: SparseParity(n=20, k=0), r"^Expected argument `k` to be an integer >= 1 but got 0$"),
+        (lambda: SparseParity(n=20, k=0), r"^Expected argument `k` to be a positive integer but got 0$"),
         (lambda: SparseParity(n=0, k=1), r"`n` to be a positive integer but got 0"),
         (lambda: SingleIndex(link="cubic"), r"`link` to be one of relu, tanh, sign, hermite_<k> .* but got 'cubic'"),
         (lambda: SingleIndex(link="hermite_0"), r"`link` .* but got 'hermite_0'"),
-        (lambda: SingleIndex(noise=-1.0), r"`noise` to be >= 0 but got -1.0"),
+        (lambda: SingleIndex(noise=-1.0), r"`noise` to be a finite number >= 0 but got -1.0"),
         (lambda: OneDimensional(a=1.0, b=0.0), r"`b` to be > a = 1.0 but got 0.0"),
         (lambda: OneDimensional(target="cos"), r"`target` to be one of sin, abs, step, relu_sum but got 'cos'"),
         (lambda: OneDimensional(sampling="sobol"), r"`sampling` to be one of grid, uniform but got 'sobol'"),

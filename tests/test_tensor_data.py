@@ -5,6 +5,7 @@ import pytest
 
 from datamodules.synthetic import GaussianMixture, TeacherStudent
 from datamodules.tensor import EpochPermutation, Split, TensorBatches
+from lightning_modules.checks import ConfigError
 
 
 def epoch_batches(n, batch_size, seed, epoch):
@@ -83,3 +84,32 @@ def test_teacher_student_targets_are_the_teacher_outputs_plus_noise():
 def test_bad_data_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         GaussianMixture(**kwargs)
+
+
+# ---- the public batch order ------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_size", [8, 7, None])
+def test_batch_order_is_the_order_the_train_loader_yields(batch_size):
+    dm = GaussianMixture(dim=3, n_train=50, n_test=10, batch_size=batch_size, seed=5)
+    split, loader = dm.split_on_device("train"), dm.train_dataloader()
+    for epoch in (0, 3):
+        loader.sampler.set_epoch(epoch)
+        yielded, order = list(loader), dm.batch_order("train", epoch=epoch)
+        assert len(order) == len(yielded) == (1 if batch_size is None else -(-50 // batch_size))
+        for (xb, yb), idx in zip(yielded, order):
+            assert torch.equal(xb, split.x if idx is None else split.x[idx])
+            assert torch.equal(yb, split.y if idx is None else split.y[idx])
+        assert all(torch.equal(a, b) for a, b in zip(order, dm.batch_order("train", seed=5, epoch=epoch)) if a is not None)
+    if batch_size is not None:
+        other = dm.batch_order("train", seed=6, epoch=3)
+        assert not torch.equal(torch.cat(other), torch.cat(order))  # another seed: another order ...
+        assert torch.equal(torch.cat(other).sort().values, torch.arange(50))  # ... of the same samples
+
+
+def test_evaluation_orders_are_in_order_and_unknown_splits_are_refused():
+    dm = GaussianMixture(dim=3, n_train=20, n_test=10, batch_size=4, eval_batch_size=6, seed=0)
+    assert [idx.tolist() for idx in dm.batch_order("test")] == [list(range(6)), list(range(6, 10))]
+    assert torch.equal(dm.split_on_device("train_eval").x, dm.train.x)
+    with pytest.raises(ConfigError, match="`split` to be one of train, train_eval, test but got 'val'"):
+        dm.batch_order("val")
+    with pytest.raises(ConfigError, match="`seed`"):
+        dm.batch_order("train", seed=True)

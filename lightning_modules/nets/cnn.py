@@ -22,7 +22,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from lightning_modules.checks import check_choice, check_positive, check_sizes
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_number, check_sizes, is_integer
 
 
 def image_shape(input_dim: int, input_shape: Optional[tuple[int, int, int]] = None) -> tuple[int, int, int]:
@@ -33,18 +33,18 @@ def image_shape(input_dim: int, input_shape: Optional[tuple[int, int, int]] = No
     ((1, 28, 28), (3, 32, 32), (3, 2, 2))
 
     Raises:
-        ValueError: when ``input_shape`` does not hold input_dim features or none can be inferred.
+        ConfigError: when ``input_shape`` does not hold input_dim features or none can be inferred.
     """
     if input_shape is not None:
         shape = tuple(input_shape)
-        if len(shape) != 3 or math.prod(shape) != input_dim:
-            raise ValueError(f"Expected argument `input_shape` to be (C, H, W) with C·H·W = input_dim = {input_dim} but got {input_shape!r}")
+        if len(shape) != 3 or not all(is_integer(n) and n > 0 for n in shape) or math.prod(shape) != input_dim:
+            raise ConfigError(f"Expected argument `input_shape` to be positive integers (C, H, W) with C·H·W = input_dim = {input_dim} but got {input_shape!r}")
         return shape
     for channels in (1, 3):
         side = math.isqrt(input_dim // channels)
         if channels * side * side == input_dim:
             return (channels, side, side)
-    raise ValueError(f"Expected argument `input_shape` to be given: input_dim = {input_dim} is not C·H·H for C = 1 or 3")
+    raise ConfigError(f"Expected argument `input_shape` to be given: input_dim = {input_dim} is not C·H·H for C = 1 or 3")
 
 
 class ShallowCNN(nn.Module):
@@ -61,7 +61,7 @@ class ShallowCNN(nn.Module):
         train_second_layer: train the ±1 second layer (fixed in the papers).
 
     Raises:
-        ValueError: on non-positive sizes, d not divisible by P, relu_power < 1 or an unknown pooling.
+        ConfigError: on sizes that are no positive integers, d not divisible by P, relu_power < 1 or an unknown pooling.
     """
 
     def __init__(
@@ -78,12 +78,11 @@ class ShallowCNN(nn.Module):
         super().__init__()
         check_sizes(input_dim=input_dim, output_dim=output_dim, width=width, num_patches=num_patches)
         if input_dim % num_patches:
-            raise ValueError(f"Expected argument `num_patches` to divide input_dim = {input_dim} but got {num_patches}")
-        if not relu_power >= 1:
-            raise ValueError(f"Expected argument `relu_power` to be >= 1 but got {relu_power!r}")
+            raise ConfigError(f"Expected argument `num_patches` to divide input_dim = {input_dim} but got {num_patches}")
+        check_number("relu_power", relu_power, 1.0)
         check_choice("pooling", pooling, ("sum", "mean"))
-        if init_std is not None:
-            check_positive("init_std", init_std)
+        check_number("init_std", init_std, 0.0, strict_minimum=True, allow_none=True)
+        check_bool("train_second_layer", train_second_layer)
         self.input_dim, self.output_dim, self.width, self.num_patches = input_dim, output_dim, width, num_patches
         self.relu_power, self.pooling = relu_power, pooling
         self.patch_dim = input_dim // num_patches
@@ -128,7 +127,7 @@ class SmallConvNet(nn.Module):
         input_shape: (C, H, W); inferred for square grayscale / RGB images when ``None``.
 
     Raises:
-        ValueError: on non-positive sizes, an inconsistent input_shape, or images smaller than 4×4.
+        ConfigError: on sizes that are no positive integers, an inconsistent input_shape, or images smaller than 4×4.
     """
 
     def __init__(self, input_dim: int, output_dim: int = 10, width: int = 32, input_shape: Optional[tuple[int, int, int]] = None) -> None:
@@ -138,7 +137,7 @@ class SmallConvNet(nn.Module):
         self.input_shape = image_shape(input_dim, input_shape)
         channels, height, wide = self.input_shape
         if height < 4 or wide < 4:
-            raise ValueError(f"Expected argument `input_shape` to have H, W >= 4 but got {self.input_shape}")
+            raise ConfigError(f"Expected argument `input_shape` to have H, W >= 4 but got {self.input_shape}")
         self.conv1 = nn.Conv2d(channels, width, 3, padding=1)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
         self.fc1 = nn.Linear(2 * width * (height // 4) * (wide // 4), 4 * width)

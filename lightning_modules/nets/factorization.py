@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from lightning_modules.checks import check_positive, check_sizes
+from lightning_modules.checks import check_int, check_positive, check_sizes
 
 
 class LowRankFactorization(nn.Module):
@@ -27,14 +27,13 @@ class LowRankFactorization(nn.Module):
         init_scale: W_l ~ N(0, init_scale² / fan_in); small values give the small-init regime.
 
     Raises:
-        ValueError: on non-positive sizes, depth < 2 or init_scale <= 0.
+        ConfigError: on sizes that are no positive integers, depth < 2 or init_scale <= 0.
     """
 
     def __init__(self, input_dim: int, output_dim: int = 1, rank: int = 1, depth: int = 2, init_scale: float = 1.0) -> None:
         super().__init__()
-        check_sizes(input_dim=input_dim, output_dim=output_dim, rank=rank, depth=depth)
-        if depth < 2:
-            raise ValueError(f"Expected argument `depth` to be >= 2 but got {depth}")
+        check_sizes(input_dim=input_dim, output_dim=output_dim, rank=rank)
+        check_int("depth", depth, minimum=2)
         check_positive("init_scale", init_scale)
         self.input_dim, self.output_dim, self.rank, self.depth, self.init_scale = input_dim, output_dim, rank, depth, init_scale
         dims = [input_dim] + [rank] * (depth - 1) + [output_dim]

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lightning_modules.checks import check_choice, check_positive, check_sizes
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_positive, check_probability, check_sizes
 
 Activation = Literal["relu", "tanh", "erf", "quadratic", "gelu", "linear"]
 Parameterization = Literal["standard", "ntk", "mean_field"]
@@ -55,7 +55,8 @@ class TwoLayerMLP(nn.Module):
             units are scaled by 1/(1 − p)); off in ``eval()`` mode.
 
     Raises:
-        ValueError: on a non-positive size, an unknown choice, or odd width with symmetric_init.
+        ConfigError: on a size that is no positive integer, an unknown choice, a flag that is no boolean, or odd
+            width with symmetric_init.
     """
 
     def __init__(
@@ -77,10 +78,12 @@ class TwoLayerMLP(nn.Module):
         check_choice("activation", activation, ACTIVATIONS)
         check_choice("parameterization", parameterization, ("standard", "ntk", "mean_field"))
         check_positive("init_scale", init_scale)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Expected argument `dropout` to be in [0, 1) but got {dropout!r}")
+        check_probability("dropout", dropout, allow_one=False)
+        for name, flag in (("bias", bias), ("symmetric_init", symmetric_init), ("train_first_layer", train_first_layer),
+                           ("train_second_layer", train_second_layer)):
+            check_bool(name, flag)
         if symmetric_init and width % 2:
-            raise ValueError(f"Expected argument `width` to be even with symmetric_init=True but got {width}")
+            raise ConfigError(f"Expected argument `width` to be even with symmetric_init=True but got {width}")
         self.input_dim, self.width, self.output_dim = input_dim, width, output_dim
         self.activation, self.parameterization = activation, parameterization
         self.init_scale, self.symmetric_init = init_scale, symmetric_init

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from lightning_modules.checks import check_choice, check_sizes
+from lightning_modules.checks import check_bool, check_choice, check_sizes
 from lightning_modules.nets.mlp import ACTIVATIONS, Activation
 
 
@@ -33,13 +33,14 @@ class RandomFeatures(nn.Module):
         double: two frozen random layers F₁, F₂ instead of one.
 
     Raises:
-        ValueError: on non-positive sizes or an unknown activation.
+        ConfigError: on sizes that are no positive integers, an unknown activation or a non-boolean ``double``.
     """
 
     def __init__(self, input_dim: int, width: int = 256, output_dim: int = 1, activation: Activation = "relu", double: bool = False) -> None:
         super().__init__()
         check_sizes(input_dim=input_dim, width=width, output_dim=output_dim)
         check_choice("activation", activation, ACTIVATIONS)
+        check_bool("double", double)
         self.input_dim, self.width, self.output_dim, self.activation = input_dim, width, output_dim, activation
         self.two_random_layers = double  # not `self.double`: that would hide nn.Module.double()
         self.sigma = ACTIVATIONS[activation]

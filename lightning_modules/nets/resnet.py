@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.checks import check_choice, check_sizes
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_sizes
 from lightning_modules.nets.cnn import image_shape
 from lightning_modules.nets.mlp import ACTIVATIONS, Activation
 
@@ -42,7 +42,7 @@ class ResidualMLP(nn.Module):
         activation: σ.
 
     Raises:
-        ValueError: on non-positive sizes or an unknown choice.
+        ConfigError: on sizes that are no positive integers or an unknown choice.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class ResNet(nn.Module):
         input_shape: (C, H, W); inferred for square grayscale / RGB images when ``None``.
 
     Raises:
-        ValueError: on non-positive sizes, depth not of the form 6n + 2, or a bad input_shape.
+        ConfigError: on sizes that are no positive integers, depth not of the form 6n + 2, or a bad input_shape.
     """
 
     def __init__(
@@ -129,8 +129,9 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         check_sizes(input_dim=input_dim, output_dim=output_dim, depth=depth, width_multiplier=width_multiplier)
+        check_bool("batch_norm", batch_norm)
         if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"Expected argument `depth` to be 6n + 2 with n >= 1 (e.g. 20, 32, 56) but got {depth}")
+            raise ConfigError(f"Expected argument `depth` to be 6n + 2 with n >= 1 (e.g. 20, 32, 56) but got {depth}")
         self.input_dim, self.output_dim, self.depth = input_dim, output_dim, depth
         self.input_shape = image_shape(input_dim, input_shape)
         n, widths = (depth - 2) // 6, [16 * width_multiplier, 32 * width_multiplier, 64 * width_multiplier]
