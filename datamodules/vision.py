@@ -25,6 +25,7 @@ import os
 import pickle
 import random
 import shutil
+import tarfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -144,13 +145,37 @@ class ImageClassification(TensorDataModule):
         """The whole train or test set: x (N, *shape) (uint8 pixels or float) and labels y (N,)."""
         raise NotImplementedError
 
+    def download_files(self) -> None:
+        """Fetch the files into ``data_dir`` (torchvision's downloader); subclasses that can download say how."""
+        raise ConfigError(f"Expected the {type(self).__name__} files in {self.folder}: this data set cannot be downloaded")
+
+    def fetch(self) -> None:
+        """With ``download: true``, download the files that are missing.
+
+        Raises:
+            ConfigError: naming the folder and the cause when the download fails (e.g. no network);
+                the folders this call created are removed again, so no half-made folder is left.
+        """
+        if not self.download or self.missing_files() is None:
+            return
+        chain = [self.folder, *self.folder.parents]
+        created = [d for d in chain[: chain.index(self.data_dir.resolve()) + 1] if not d.exists()] if self.data_dir.resolve() in chain else []
+        try:
+            self.download_files()
+        except (OSError, RuntimeError, tarfile.TarError) as err:
+            for folder in created:  # deepest first
+                shutil.rmtree(folder, ignore_errors=True)
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            cause = " ".join(dict.fromkeys([lines[0], lines[-1]]))  # what failed, and the deepest reason (torchvision lists its mirrors)
+            raise ConfigError(f"Expected to download {type(self).__name__} into {self.folder} but the download failed ({cause}); "
+                              f"place the files there by hand and pass download: false") from err
+
     def prepare_data(self) -> None:
         """Download on one process per node before ``setup`` (Lightning calls it), if asked to."""
-        if self.download:
-            self.load(True)
-            self.load(False)
+        self.fetch()
 
     def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        self.fetch()
         splits = []
         for train, n, name in ((True, self.n_train, "n_train"), (False, self.n_test, "n_test")):
             x, y = self.load(train)
@@ -196,6 +221,9 @@ class MNIST(ImageClassification):
             return f"MNIST files not found in {self.folder}: expected {', '.join(f + '[.gz]' for f in missing)} (download them there or pass download: true)"
         return None
 
+    def download_files(self) -> None:
+        torchvision.datasets.MNIST(str(self.data_dir), train=True, download=True)  # fetches both splits
+
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         for name in MNIST_FILES:  # torchvision reads only unpacked files
             path = self.folder / name
@@ -210,7 +238,7 @@ class MNIST(ImageClassification):
         prefix = "train" if train else "t10k"
         images = check_idx_file(self.folder / f"{prefix}-images-idx3-ubyte", (None, 28, 28))
         check_idx_file(self.folder / f"{prefix}-labels-idx1-ubyte", (images[0],))
-        data = torchvision.datasets.MNIST(str(self.data_dir), train=train, download=self.download)
+        data = torchvision.datasets.MNIST(str(self.data_dir), train=train, download=False)
         if data.targets.numel() and int(data.targets.max()) >= self.all_classes:
             raise ConfigError(f"Expected the labels in {self.folder / f'{prefix}-labels-idx1-ubyte'} to be digits 0..9 but got {int(data.targets.max())}")
         return data.data[:, None], data.targets  # (N, 1, 28, 28) uint8, (N,)
@@ -268,11 +296,13 @@ class CIFAR10(ImageClassification):
             return f"CIFAR-10 files not found in {self.folder}: expected {', '.join(missing)} (unpack cifar-10-python.tar.gz in {self.data_dir.resolve()} or pass download: true)"
         return None
 
+    def download_files(self) -> None:
+        _CIFAR10Reader(str(self.data_dir), train=True, download=True)  # the archive holds both splits
+
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.download:
-            for name, _ in _CIFAR10Reader.train_list if train else _CIFAR10Reader.test_list:
-                check_cifar_batch(self.folder / name, self.all_classes)
-        data = _CIFAR10Reader(str(self.data_dir), train=train, download=self.download)
+        for name, _ in _CIFAR10Reader.train_list if train else _CIFAR10Reader.test_list:
+            check_cifar_batch(self.folder / name, self.all_classes)
+        data = _CIFAR10Reader(str(self.data_dir), train=train, download=False)
         return torch.from_numpy(data.data).permute(0, 3, 1, 2), torch.tensor(data.targets)  # (N, 3, 32, 32) uint8, (N,)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from datamodules.vision import CIFAR10, MNIST, MNIST1D, MNIST_FILES, stratified_indices
 from lightning_modules.checks import ConfigError
@@ -297,3 +298,24 @@ def test_train_script_names_a_bad_data_file_in_one_line_with_exit_2(mnist_dir, c
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "train-images-idx3-ubyte" in lines[0], lines
     assert not (mnist_dir / "runs").exists()
+
+
+@pytest.mark.parametrize("cls, folder", [(MNIST, "MNIST"), (CIFAR10, "cifar-10-batches-py")])
+def test_a_failed_download_is_one_line_and_leaves_no_half_made_folder(tmp_path, monkeypatch, cls, folder):
+    import urllib.error
+
+    def offline(*args, **kwargs):  # what torchvision meets without a network, after making its folders
+        (tmp_path / "data" / folder / "raw").mkdir(parents=True, exist_ok=True)
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "urlretrieve", offline, raising=False)
+    monkeypatch.setattr(torchvision.datasets.utils, "download_url", offline)
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", offline)
+    (tmp_path / "keep.txt").write_text("the user's")
+    dm = cls(data_dir=str(tmp_path / "data"), download=True)
+    with pytest.raises(ConfigError) as err:
+        dm.prepare_splits()
+    message = str(err.value)
+    assert "\n" not in message and "download failed" in message and "Name or service not known" in message and folder in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]  # data/ was made by the attempt: gone again
