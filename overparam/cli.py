@@ -27,7 +27,7 @@ from typing import Any, Optional
 import yaml
 from pytorch_lightning import Trainer
 from torch import nn
-from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -104,6 +104,29 @@ def import_suite() -> dict[str, type]:
     return classes
 
 
+CLASS_OPTIONS = ("--data", "--model.net", "--trainer.callbacks", "--trainer.callbacks+")
+
+
+def expand_short_names(args: list[str], classes: dict[str, type]) -> list[str]:
+    """``--data MNIST`` -> ``--data datamodules.vision.MNIST``: a bare name of the suite's own classes
+    given to a class option becomes its full path (torch and Lightning have classes of the same
+    name, e.g. ``ResNet``, which jsonargparse alone could not tell apart).
+
+    >>> class ResNet: ...
+    >>> ResNet.__module__ = "lightning_modules.nets.resnet"
+    >>> expand_short_names(["--model.net", "ResNet", "--trainer.callbacks+=ResNet", "--model.lr", "ResNet"], {"ResNet": ResNet})
+    ['--model.net', 'lightning_modules.nets.resnet.ResNet', '--trainer.callbacks+=lightning_modules.nets.resnet.ResNet', '--model.lr', 'ResNet']
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        option, sep, value = arg.partition("=")
+        if option in CLASS_OPTIONS and sep and value in classes:
+            out[i] = f"{option}={classes[value].__module__}.{value}"
+        elif arg in CLASS_OPTIONS and i + 1 < len(out) and out[i + 1] in classes:
+            out[i + 1] = f"{classes[out[i + 1]].__module__}.{out[i + 1]}"
+    return out
+
+
 def option_choices() -> dict[str, list[str]]:
     """The names each option group accepts, for "did you mean" (see overparam.errors)."""
     classes = import_suite()
@@ -116,6 +139,26 @@ def option_choices() -> dict[str, list[str]]:
     return {"model": params(SupervisedModule), "model.net": params(*nets), "data": params(*data), "trainer": params(Trainer),
             "": ["config", "ckpt_path", "checkpoint_every_n_epochs", "seed_everything", "model", "data", "trainer", "print_config", "help"],
             "class": list(classes)}
+
+
+def catalog() -> str:
+    """Every net, data set and diagnostic of the suite, one line each (``scripts/train.py --list``)."""
+    classes = import_suite()
+    groups = {
+        "nets (--model.net NAME)": [c for c in classes.values() if issubclass(c, nn.Module) and c.__module__.startswith("lightning_modules.nets")],
+        "data (--data NAME)": [c for c in classes.values() if issubclass(c, TensorDataModule) and getattr(c, "build", None) is not TensorDataModule.build],
+        "diagnostics (--trainer.callbacks+=NAME)": [c for c in classes.values() if issubclass(c, Callback) and c.__module__.startswith("callbacks.")
+                                                    and "on_train_start" in {m for k in c.__mro__ if k.__module__.startswith("callbacks.") for m in vars(k)}],
+    }
+    lines = []
+    for title, members in groups.items():
+        lines.append(f"{title}:")
+        members = [c for c in members if not any(o is not c and issubclass(o, c) for o in members)  # bases are building blocks
+                   and ("output_dim" in inspect.signature(c.__init__).parameters or not issubclass(c, nn.Module))]  # so are net parts
+        for cls in sorted(members, key=lambda c: (c.__module__, c.__name__)):
+            doc = (inspect.getdoc(cls) or "").split("\n")[0]
+            lines.append(f"  {cls.__name__:<24} {cls.__module__}.{cls.__name__}  {doc}")
+    return "\n".join(lines)
 
 
 class OneLineErrorParser(LightningArgumentParser):
@@ -132,6 +175,13 @@ class OneLineErrorParser(LightningArgumentParser):
 class OverparamCLI(LightningCLI):
     """LightningCLI with the data's sizes linked into the net, a TensorBoard logger that keeps
     final values, a rich progress bar, the train/test-gap callback and a ``--ckpt_path`` option."""
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Model and data first, so ``--help`` shows them before the Trainer's forty options."""
+        parser.add_lightning_class_args(self._model_class, "model", subclass_mode=self.subclass_mode_model)
+        parser.add_lightning_class_args(self._datamodule_class, "data", subclass_mode=self.subclass_mode_data)
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=Optional[str], default=None,
@@ -239,7 +289,7 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from the working directory, as with `python -m`
         sys.path.append(os.getcwd())
     check_config_files(args)
-    import_suite()
+    args = expand_short_names(args, import_suite())
     OneLineErrorParser.argv = args
     return OverparamCLI(
         SupervisedModule,
@@ -252,7 +302,9 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
         seed_everything_default=0,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_config_files": [str(BASE_CONFIG)]},
+        parser_kwargs={"default_config_files": [str(BASE_CONFIG)],
+                       "description": "Fit then test a config (configs/default.yaml without --config). "
+                                      "--list names every net, data set and diagnostic; short class names work."},
     )
 
 
@@ -285,6 +337,9 @@ def check_before_fit(model: Any, data: Any, callbacks: list) -> None:
 def main(args: Optional[list[str]] = None) -> int:
     """Fit, test, write summary.json, print the final metrics. Returns the process exit code."""
     start = time.perf_counter()
+    if "--list" in (sys.argv[1:] if args is None else args):
+        print(catalog())
+        return EXIT_OK
     try:
         cli = build_cli(args)
         if hasattr(cli.datamodule, "prepare_splits"):

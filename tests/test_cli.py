@@ -112,3 +112,18 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
         summaries[name] = json.loads(next(root.rglob("summary.json")).read_text())["metrics"]
     for tag in ("train/loss", "test/loss", "train/acc", "test/acc"):
         assert summaries["ddp"][tag] == pytest.approx(summaries["one"][tag], rel=1e-4), tag
+
+
+def test_list_names_every_class_a_user_can_choose_and_each_short_name_resolves(capsys):
+    from overparam.cli import main
+
+    assert main(["--list"]) == 0
+    listed = [line.split()[0:2] for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    names = {name for name, _ in listed}
+    assert {"TwoLayerMLP", "SmallConvNet", "ResNet", "MNIST", "CIFAR10", "MNIST1D", "SparseParity", "KernelDrift", "HessianSharpness"} <= names
+    assert not names & {"Diagnostic", "ProbeCallback", "ImageClassification", "BasicBlock"}  # bases and parts are not choices
+    for name, path in listed:
+        if path.startswith("datamodules."):
+            assert resolved_config("--data", name)["data"]["class_path"] == path
+        elif path.startswith("lightning_modules.nets."):
+            assert resolved_config("--model.net", name)["model"]["init_args"]["net"]["class_path"] == path
