@@ -88,6 +88,25 @@ def run_folder(config_files: list) -> Optional[Path]:
 
 
 
+class SuiteProgressBar(RichProgressBar):
+    """Lightning's rich bar without what is not true of these runs: no ``v_num`` (the version is in the
+    log path), and no speed column when an epoch is one full-batch step (it would read 0.00 it/s);
+    the latest whole-set ``train/loss`` is shown instead."""
+
+    def configure_columns(self, trainer: Trainer) -> list:
+        columns = super().configure_columns(trainer)
+        if getattr(trainer, "num_training_batches", 0) == 1:
+            columns = [c for c in columns if type(c).__name__ != "ProcessingSpeedColumn"]
+        return columns
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict:
+        metrics = {k: v for k, v in super().get_metrics(trainer, pl_module).items() if k != "v_num"}
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            metrics["train/loss"] = f"{float(loss):.4g}"
+        return metrics
+
+
 SUITE_PACKAGES = ("lightning_modules.nets", "datamodules", "callbacks")
 
 
@@ -210,7 +229,7 @@ class OverparamCLI(LightningCLI):
             kwargs["enable_checkpointing"] = False  # LastCheckpoint replaces Lightning's default ModelCheckpoint
         has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
         if cfg.get("enable_progress_bar", True) is not False and not has_bar:
-            callbacks.append(RichProgressBar())
+            callbacks.append(SuiteProgressBar())
         if not any(isinstance(c, TrainTestGap) for c in callbacks):
             callbacks.append(TrainTestGap())
         kwargs["callbacks"] = callbacks
