@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-from callbacks.sharpness import LossFn, ProbeCallback, module_loss, module_net, preserved_state
+from callbacks.diagnostic import ProbeCallback, module_loss, module_net
+from callbacks.net_state import LossFn, preserved_state
 from lightning_modules.learning_rules import backprop_mode, feedback_layers
 
 

@@ -1,4 +1,5 @@
-"""The schedule every diagnostics callback shares: when to measure, and at which step to log.
+"""The base of every diagnostics callback: the schedule it shares (when to measure, and at which step
+to log), the probe subset of the training set, and the module's net, loss and learning rate.
 
 A diagnostic measures the weights at three moments, each logged at ``trainer.global_step``, the
 number of updates that produced those weights:
@@ -16,12 +17,16 @@ not a diagnostic's error). The step of the last measurement is checkpointed with
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Optional
 
 import pytorch_lightning as pl
+import torch
+from torch import nn
 from typing_extensions import override
 
-from lightning_modules.checks import check_positive_int
+from callbacks.net_state import LossFn, probe_indices
+from lightning_modules.checks import ConfigError, check_int, check_positive_int
 from lightning_modules.publish import publish
 
 Moment = Literal["start", "epoch_end", "end"]
@@ -85,3 +90,72 @@ class Diagnostic(pl.Callback):
     @override
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_step = state_dict.get("last_step")
+
+
+class ProbeCallback(Diagnostic):
+    """Base of the diagnostics callbacks that measure on a fixed probe subset of the training set, drawn
+    once from ``seed``; measured on the schedule of :class:`callbacks.diagnostic.Diagnostic` (at the start,
+    every ``every_n_epochs`` epochs and at the end of training, logged at the step of the weights measured)."""
+
+    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0) -> None:
+        super().__init__(every_n_epochs)
+        check_positive_int("probe_size", probe_size, allow_none=True)
+        check_int("seed", seed)
+        self.probe_size, self.seed = probe_size, seed
+        self.indices: Optional[torch.Tensor] = None  # probe indices into the training set
+        self._probe: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_epochs=self.every_n_epochs, probe_size=self.probe_size, seed=self.seed)
+
+    def probe(self, trainer: pl.Trainer, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The probe batch ``(x, y)`` on ``device``, from the DataModule's public ``train`` split.
+
+        Raises:
+            ConfigError: when the DataModule holds no ``train`` split.
+        """
+        if self._probe is None or self._probe[0].device != device:
+            data = trainer.datamodule
+            if data is not None and getattr(data, "train", None) is None and hasattr(data, "prepare_splits"):
+                data.prepare_splits()
+            train = getattr(data, "train", None)
+            if train is None:
+                raise ConfigError(f"Expected the DataModule to hold a `train` split (a TensorDataModule) for {type(self).__name__} but got {type(data).__name__}")
+            if self.indices is None:
+                self.indices = probe_indices(len(train.x), self.probe_size, self.seed)
+            self._probe = (train.x[self.indices].to(device), train.y[self.indices].to(device))
+        return self._probe
+
+    @override
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "indices": self.indices}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.indices = state_dict.get("indices")
+        self._probe = None
+
+
+def module_net(pl_module: pl.LightningModule) -> nn.Module:
+    """The bare network of a LightningModule (``pl_module.net`` when it has one)."""
+    return getattr(pl_module, "net", pl_module)
+
+
+def module_loss(pl_module: pl.LightningModule) -> LossFn:
+    """``pl_module.loss_fn(output, y)``, the mean training loss.
+
+    Raises:
+        ConfigError: when the module has no ``loss_fn``.
+    """
+    loss_fn = getattr(pl_module, "loss_fn", None)
+    if not callable(loss_fn):
+        raise ConfigError(f"Expected the LightningModule to define `loss_fn(output, y)` but {type(pl_module).__name__} has none")
+    return loss_fn
+
+
+def optimizer_lr(trainer: pl.Trainer) -> float:
+    """η of the first parameter group of the first optimizer (nan before the optimizers exist)."""
+    return trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-from callbacks.sharpness import LossFn, ProbeCallback, module_loss, module_net, preserved_state, trainable_parameters
+from callbacks.diagnostic import ProbeCallback, module_loss, module_net
+from callbacks.net_state import LossFn, preserved_state, trainable_parameters
 from lightning_modules.checks import check_number, check_positive_int
 
 

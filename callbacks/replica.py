@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-from callbacks.sharpness import ProbeCallback, preserved_state
+from callbacks.diagnostic import ProbeCallback
+from callbacks.net_state import preserved_state
 from lightning_modules.checks import ConfigError
 
 

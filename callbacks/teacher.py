@@ -22,7 +22,7 @@ import torch
 from typing_extensions import override
 
 from callbacks.diagnostic import Diagnostic
-from callbacks.sharpness import module_net
+from callbacks.diagnostic import module_net
 from lightning_modules.checks import ConfigError
 from lightning_modules.nets.mlp import TwoLayerMLP
 

@@ -6,7 +6,10 @@ drawn), or a ``results.csv`` from scripts/sweep.py (overparam/sweep.py).
 * Runs: one ``<run>_curves.png`` each — loss and accuracy (train vs test), gap, sharpness λmax
   against the optimizer's stability threshold ((2 + 2β)/η for SGD with momentum β; none for
   Adam, SAM, Entropy-SGD), kernel drift / λmin / alignment, relative weight change, alignment angles,
-  teacher recovery, whichever the run logged.
+  teacher recovery, whichever the run logged; and ``<run>_density.png`` where HessianSharpness logged
+  the Hessian eigenvalue density (``density: true``): the first and the last one logged (start and end
+  of training), log density against eigenvalue over the whole spectrum (the outliers) and over the
+  bulk (the central 98% of the mass).
 * Sweeps: for each swept key, every final metric against it (mean ± std over seeds); keys that
   look like sizes (width, n_train, ...) on log axes. ``kernel/drift`` and ``weights/rel_change``
   get log-log axes and the fitted power law in the legend; ``test/acc`` also as test error, for
@@ -38,7 +41,7 @@ PANELS = [
     ("loss", ["train/loss", "test/loss"], True),
     ("accuracy", ["train/acc", "test/acc"], False),
     ("generalization gap", ["gap/loss", "gap/acc"], False),
-    ("sharpness", ["sharpness/lambda_max", "sharpness/stability_threshold"], False),
+    ("sharpness", ["sharpness/lambda_max", "sharpness/stability_threshold", "sharpness/lambda_max/"], False),
     ("kernel drift", ["kernel/drift"], False),
     ("kernel", ["kernel/lambda_min", "kernel/alignment"], False),
     ("weights: relative change", ["weights/rel_change/"], False),
@@ -176,6 +179,53 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
     return paths
 
 
+def read_densities(run: Path, tag: str = "sharpness/density") -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``step -> (grid, density)`` from the histograms callbacks.sharpness.log_density wrote (bucket i ends
+    at grid[i] + h/2 and holds the mass density[i]·h); empty when the run logged none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"histograms": 0}).Reload()
+    if tag not in events.Tags()["histograms"]:
+        return {}
+    out = {}
+    for event in events.Histograms(tag):
+        limits, mass = np.array(event.histogram_value.bucket_limit), np.array(event.histogram_value.bucket)
+        step = limits[1] - limits[0]
+        out[event.step] = (limits - step / 2, mass / step)
+    return out
+
+
+def density_figure(run: Path, out: Path) -> Optional[Path]:
+    """The first and last logged Hessian eigenvalue densities of a run: whole spectrum and bulk, log density."""
+    densities = read_densities(run)
+    if not densities:
+        return None
+    steps = sorted({min(densities), max(densities)})
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for step in steps:
+        grid, density = densities[step]
+        for ax in axes:
+            ax.semilogy(grid, np.maximum(density, 1e-300), lw=1.2, label=f"step {step}")
+    cdf = np.cumsum(densities[steps[-1]][1])
+    grid = densities[steps[-1]][0]
+    low, high = grid[np.searchsorted(cdf, 0.01 * cdf[-1])], grid[np.searchsorted(cdf, 0.99 * cdf[-1])]
+    pad = 0.1 * (high - low) or 1e-3 * max(abs(low), 1.0)
+    axes[1].set_xlim(low - pad, high + pad)
+    for ax, title in zip(axes, ("whole spectrum: outliers", "bulk: central 98% of the mass")):
+        peak = max(float(densities[s][1].max()) for s in steps)
+        ax.set_ylim(peak * 1e-7, peak * 2)
+        ax.set_xlabel("Hessian eigenvalue")
+        ax.set_ylabel("density")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{run} — Hessian eigenvalue density (stochastic Lanczos quadrature)", fontsize=8)
+    fig.tight_layout()
+    path = out / ("_".join(run.parts[-3:]).replace("lightning_logs_", "") + "_density.png")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def find_runs(path: Path) -> list[Path]:
     if list(path.glob("events.out.tfevents.*")):
         return [path]
@@ -195,7 +245,7 @@ def main(argv=None) -> int:
     if args.path.suffix == ".csv":
         written = sweep_figures(args.path, out, args.metrics.split(",") if args.metrics else None)
     else:
-        written = [p for run in find_runs(args.path) if (p := run_figure(run, out)) is not None]
+        written = [p for run in find_runs(args.path) for draw in (run_figure, density_figure) if (p := draw(run, out)) is not None]
     if not written:
         print(f"error: nothing to plot in {args.path}", file=sys.stderr)
         return 1

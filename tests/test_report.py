@@ -1,7 +1,6 @@
 """overparam/report.py: non-empty PNGs from event files and from a sweep CSV (both written here)."""
 
 import csv
-from pathlib import Path
 
 import numpy as np
 
