@@ -36,6 +36,26 @@ import numpy as np  # noqa: E402
 from overparam.sweep_results import FINISHED, metric_columns, swept_columns  # noqa: E402
 
 POWER_LAW = ("kernel/drift", "weights/rel_change")
+#: Swept keys whose last part names a size: drawn on log axes.
+SIZE_KEYS = ("width", "n_train", "n_test", "dim", "d", "n", "rank", "depth", "batch_size", "teacher_width", "probe_size")
+#: The claim of each experiment (DESIGN.md), for figure titles; a run or sweep is matched by its folder or config name.
+CLAIMS = {
+    "ntk_drift": "kernel drift -> 0 with width (NTK parameterization)",
+    "edge_of_stability": "sharpness rises to the stability threshold and hovers there",
+    "feedback_alignment": "FA's update aligns with backprop's; weight decay aligns it further",
+    "fa_matrix_factorization": "FA converges iff the rank suffices",
+    "sparse_parity": "a plateau, then a sudden drop of the test error",
+    "teacher_student": "every teacher neuron is recovered, loss -> 0",
+    "double_descent": "test error peaks near width = n",
+    "benign_overfitting": "low test error above the SNR threshold, high below",
+    "gaussian_mixture": "learned, with a small train/test gap",
+    "sgd_temperature": "replica distance grows with lr / batch size",
+    "flat_minima": "SAM and Entropy-SGD end flatter than SGD",
+}
+#: What each tag's y axis measures.
+Y_LABELS = {"loss": "loss (whole set)", "acc": "accuracy", "sharpness": "Hessian eigenvalue", "kernel/drift": "||K_t - K_0||_F / ||K_0||_F",
+            "weights/rel_change": "||W_t - W_0||_F / ||W_0||_F", "alignment": "angle (degrees)", "teacher": "cosine",
+            "replica": "relative squared distance", "gap": "test - train (loss), train - test (acc)"}
 # Panels of a run figure: (title, tags drawn together, y log scale).
 PANELS = [
     ("loss", ["train/loss", "test/loss"], True),
@@ -51,6 +71,30 @@ PANELS = [
     ("SGD noise", ["sgd/"], False),
     ("flatness", ["flatness/"], False),
 ]
+
+
+def experiment_title(name: str) -> str:
+    """``"ntk_drift"`` -> ``"ntk_drift: kernel drift -> 0 with width (NTK parameterization)"``; other names as they are."""
+    for key, claim in CLAIMS.items():
+        if key in name:
+            return f"{key}: {claim}"
+    return name
+
+
+def y_label(tag: str) -> str:
+    for key, label in Y_LABELS.items():
+        if tag.startswith(key) or tag.endswith(key):
+            return label
+    return tag
+
+
+def draw(ax, x: np.ndarray, y: np.ndarray, label: str, style: str = "-", yerr: Optional[np.ndarray] = None):
+    """One series: a line through markers (every point visible, a one-point series too); markers are
+    dropped only on long curves (> 60 points), where the line itself shows every point."""
+    marker = "o" if len(x) <= 60 else None
+    if yerr is not None:
+        return ax.errorbar(x, y, yerr=yerr, fmt=style, marker=marker, ms=4, capsize=3, label=label)
+    return ax.plot(x, y, style, marker=marker, ms=3, lw=1.2, label=label)[0]
 
 
 def read_scalars(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -83,17 +127,20 @@ def run_figure(run: Path, out: Path) -> Optional[Path]:
         for tag in tags:
             steps, values = scalars[tag]
             style = "--" if tag.endswith("stability_threshold") else "-"
-            ax.plot(steps, values, style, label=tag, lw=1.2)
+            draw(ax, steps, values, tag, style)
         if log and all((scalars[t][1] > 0).all() for t in tags):
             ax.set_yscale("log")
+        if title == "accuracy":
+            ax.set_ylim(-0.02, 1.02)
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel("step (updates)")
+        ax.set_ylabel(y_label(tags[0]), fontsize=8)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(str(run), fontsize=8)
-    fig.tight_layout()
     name = "_".join(run.parts[-3:]).replace("lightning_logs_", "")
+    fig.suptitle(f"{experiment_title(name)}\n{run}", fontsize=8)
+    fig.tight_layout()
     path = out / f"{name}_curves.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -135,7 +182,8 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
         cols = min(3, len(shown))
         nrows = math.ceil(len(shown) / cols)
         fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
-        log_x = max(xs) / max(min(xs), 1e-12) >= 8 and min(xs) > 0
+        log_x = min(xs) > 0 and (key.rsplit(".", 1)[-1] in SIZE_KEYS or max(xs) / min(xs) >= 8)
+        seeds = max((len(g) for g in _groups(rows, key, swept).values()), default=1)
         others = [k for k in swept if k != key]  # one line per combination of the other swept keys
         if len({r.get("config_hash") for r in rows}) > 1:
             others.append("config_hash")  # and per configuration: rows of different configs never average together
@@ -153,9 +201,11 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
                 if metric.startswith(POWER_LAW) and log_x and len(gx) >= 2 and (mean > 0).all():
                     label += f" (slope {power_law_slope(gx, mean):.2f})"
                     ax.set_yscale("log")
-                ax.errorbar(gx, mean, yerr=std, marker="o", capsize=3, label=label)
+                    guide = mean[0] * (gx / gx[0]) ** -0.5
+                    ax.plot(gx, guide, ":", color="gray", lw=1, label="slope -1/2 guide" if name == sorted(series)[0] else None)
+                draw(ax, gx, mean, label, yerr=std if seeds > 1 else None)
                 if metric == "test/acc":
-                    ax.errorbar(gx, 1 - mean, yerr=std, marker="s", capsize=3, label=f"test error {name}".strip())
+                    draw(ax, gx, 1 - mean, f"test error {name}".strip(), "--", yerr=std if seeds > 1 else None)
             if metric == "test/acc":
                 n_train = {as_number(r.get("data.n_train")) for r in rows} if "data.n_train" not in swept else set()
                 if len(n_train) == 1 and None not in n_train:
@@ -166,17 +216,28 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels
             ax.set_xlabel(key)
+            ax.set_ylabel(f"final {y_label(metric)}", fontsize=8)
             ax.set_title(metric, fontsize=9)
             ax.legend(fontsize=7)
         for ax in list(axes.flat)[len(shown):]:
             ax.axis("off")
-        fig.suptitle(f"{csv_path} — final values vs {key} (mean ± std over seeds)", fontsize=8)
+        configs = sorted({Path(r.get("config") or "").stem for r in rows} - {""})
+        spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed per point"
+        fig.suptitle(f"{experiment_title(', '.join(configs) or str(csv_path.parent.name))}\nfinal values vs {key} ({spread}) — {csv_path}", fontsize=8)
         fig.tight_layout()
         path = out / f"sweep_{key.replace('/', '_')}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def _groups(rows: list[dict], key: str, swept: list[str]) -> dict[tuple, list[dict]]:
+    """Rows that share every swept value and the config: the seeds of one point."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r.get("config_hash"), *(r.get(k) for k in swept))].append(r)
+    return groups
 
 
 def read_densities(run: Path, tag: str = "sharpness/density") -> dict[int, tuple[np.ndarray, np.ndarray]]:

@@ -34,3 +34,40 @@ def test_run_and_sweep_figures_are_written(tmp_path):
     assert png.stat().st_size > 10_000
     drift = np.array([64, 256, 1024]) ** -0.5
     assert abs(report.power_law_slope(np.array([64.0, 256, 1024]), drift) + 0.5) < 1e-9
+
+
+def test_a_one_point_series_gets_a_visible_marker():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    line = report.draw(ax, np.array([3.0]), np.array([0.5]), "one point")
+    assert line.get_marker() not in (None, "None", "", " ") and line.get_markersize() > 0  # a line alone would be invisible
+    long = report.draw(ax, np.arange(500.0), np.ones(500), "curve")
+    assert long.get_marker() in (None, "None", "")  # a long curve shows every point by itself
+    plt.close(fig)
+
+
+def sweep_titles(tmp_path, monkeypatch, seeds):
+    shown = []
+    monkeypatch.setattr(report.plt, "close", lambda fig: shown.append(fig))
+    csv_path = tmp_path / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config_hash", "config", "run_id", "model.net.width", "seed", "status", "wall_time_s", "returncode", "log_dir", "kernel/drift"])
+        for width in (64, 128):
+            for seed in seeds:
+                w.writerow(["h", "configs/experiments/ntk_drift.yaml", f"w{width}s{seed}", width, seed, "completed", 1, 0, "", width**-0.5])
+    report.sweep_figures(csv_path, tmp_path)
+    (fig,) = shown
+    ax = fig.axes[0]
+    return fig._suptitle.get_text(), ax
+
+
+def test_sweep_figure_names_the_experiment_and_its_spread_honestly(tmp_path, monkeypatch):
+    title, ax = sweep_titles(tmp_path, monkeypatch, seeds=[0])
+    assert "ntk_drift: kernel drift -> 0 with width" in title and "one seed per point" in title and "±" not in title
+    assert ax.get_xscale() == "log"  # a width is a size, even when the sweep spans only 2x
+    assert ax.get_ylabel() and ax.get_xlabel() == "model.net.width"
+    (tmp_path / "two").mkdir()
+    title, _ = sweep_titles(tmp_path / "two", monkeypatch, seeds=[0, 1])
+    assert "mean ± std over 2 seeds" in title
