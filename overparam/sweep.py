@@ -4,10 +4,16 @@
         --grid model.net.width=64,256,1024 --seeds 3 --jobs 2 --out runs/sweeps/ntk_drift
 
 Each run is ``scripts/train.py --config X --<key> <value> ... --seed_everything s --model.seed s
---data.seed s --trainer.default_root_dir OUT/runs/<config_hash>/<run_id> <extra>``. Extra arguments
-after ``--`` go to every run. ``config_hash`` is a hash of everything that determines the runs
-besides their grid point and seed: the config file's content (configs/default.yaml's without
-``--config``), configs/base.yaml's content, the extra arguments and the content of any file they name (``OUT/runs/<config_hash>/
+--data.seed s --trainer.default_root_dir OUT/runs/<config_hash>/<run_id> <extra>``, its output in
+``<run_id>/train.log``. Extra arguments after ``--`` go to every run. Locally (``--jobs`` at a time)
+each run is a process of its own forked from a server that imported the suite once
+(overparam/workers.py), so a sweep pays for importing Lightning once, not once per run;
+``--launcher local_subprocess`` starts a new interpreter per run instead, and submitit jobs
+(``--launcher slurm``) each run one.
+
+``config_hash`` is a hash of everything that determines the runs besides their grid point and seed:
+the config file's content (configs/default.yaml's without ``--config``), configs/base.yaml's content,
+the extra arguments and the content of any file they name (``OUT/runs/<config_hash>/
 sweep_config.json`` keeps what was hashed). A sweep with any of these changed is another sweep:
 new runs in new folders, new rows; the old rows stay, with their own hash.
 
@@ -32,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Optional
 
+from overparam import workers
 from overparam.paths import BASE_CONFIG, DEFAULT_CONFIG, TRAIN_SCRIPT
 from overparam.status import FINISHED
 from overparam.sweep_results import read_rows, summary_row, write_rows
@@ -121,37 +128,44 @@ def interrupted(root: Path) -> bool:
     return version is not None and status in (None, "interrupted") and (version / "checkpoints" / "last.ckpt").is_file()
 
 
-def command(config: Optional[str], point: dict[str, str], seed: int, root: Path, extra: list[str], resume: bool) -> list[str]:
-    cmd = [sys.executable, str(TRAIN_SCRIPT)]
-    if config:
-        cmd += ["--config", config]
+def train_args(config: Optional[str], point: dict[str, str], seed: int, root: Path, extra: list[str], resume: bool) -> list[str]:
+    """The arguments of scripts/train.py for one point and seed."""
+    args = ["--config", config] if config else []
     for key, value in point.items():
-        cmd += [f"--{key}", value]
-    cmd += ["--seed_everything", str(seed), "--model.seed", str(seed), "--data.seed", str(seed),
-            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *extra]
+        args += [f"--{key}", value]
+    args += ["--seed_everything", str(seed), "--model.seed", str(seed), "--data.seed", str(seed),
+             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *extra]
     if resume:
-        cmd += ["--ckpt_path", "last"]
-    return cmd
+        args += ["--ckpt_path", "last"]
+    return args
 
 
-def execute(identity: dict, rid: str, point: dict[str, str], seed: int, out: Path, threads: int) -> dict:
+def run_subprocess(args: list[str], log: Path, threads: int) -> int:
+    """``python scripts/train.py args`` in a new interpreter (which imports everything again); its exit code."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with log.open("a") as f:
+        return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def execute(identity: dict, rid: str, point: dict[str, str], seed: int, out: Path, threads: int, forked: bool = False) -> dict:
     """Run one point (resuming it if it was interrupted) and return its CSV row, from the summary.json that
-    this attempt wrote; without one (a crash) the row says ``failed``."""
+    this attempt wrote; without one (a crash) the row says ``failed``. ``forked``: in a process forked from
+    the preloaded server of overparam/workers.py, else (submitit jobs, ``--launcher local_subprocess``) in
+    a new interpreter."""
     root = run_root(out, identity["config_hash"], rid)
     resume = interrupted(root)
     before = {p: p.stat().st_mtime_ns for p in root.glob("lightning_logs/version_*/summary.json")}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     log = root / "train.log"
     root.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as f:
-        proc = subprocess.run(command(identity["config"], point, seed, root, identity["extra"], resume), stdout=f, stderr=subprocess.STDOUT, env=env)
+    args = train_args(identity["config"], point, seed, root, identity["extra"], resume)
+    returncode = workers.train(args, log, threads) if forked else run_subprocess(args, log, threads)
     row = {**identity_columns(identity), "run_id": rid, **point, "seed": seed,
            "wall_time_s": round(time.perf_counter() - start, 3), "status": "failed", "log_dir": str(log)}
     written = [p for p in root.glob("lightning_logs/version_*/summary.json") if before.get(p) != p.stat().st_mtime_ns]
     if written:
         row.update(summary_row(max(written, key=lambda p: int(p.parent.name.split("_", 1)[1]))))
-    row["returncode"] = proc.returncode
+    row["returncode"] = returncode
     return row
 
 
@@ -170,8 +184,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for each grid point")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<config_hash>/<run_id>/")
-    parser.add_argument("--launcher", choices=["local", "slurm", "submitit_local"], default="local",
-                        help="local processes, or submitit (slurm on a cluster; submitit_local runs submitit's local executor)")
+    parser.add_argument("--launcher", choices=["local", "local_subprocess", "slurm", "submitit_local"], default="local",
+                        help="local: processes forked from one that imported the suite once; local_subprocess: a new "
+                             "`python scripts/train.py` per run; or submitit (slurm on a cluster; submitit_local: its local executor)")
     args = parser.parse_args(argv)
     try:
         grid = parse_grid(args.grid)
@@ -212,11 +227,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         write_rows(csv_path, rows.values(), swept)
         print(f"{row['run_id']}: {row['status']} ({row['wall_time_s']} s)")
 
-    if args.launcher == "local":
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(execute, identity, rid, point, seed, out, threads) for rid, point, seed in todo]
-            for future in as_completed(futures):
-                record(future.result())
+    if args.launcher in ("local", "local_subprocess"):
+        forked = args.launcher == "local"
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each thread waits on one run's process
+            futures = [pool.submit(execute, identity, rid, point, seed, out, threads, forked) for rid, point, seed in todo]
+            try:
+                for future in as_completed(futures):
+                    record(future.result())
+            except BaseException:  # e.g. Ctrl-C: the runs in flight stop (same process group), start no others
+                pool.shutdown(cancel_futures=True)
+                raise
     else:
         from overparam.submit import submit_all  # noqa: PLC0415  (optional dependency: submitit)
 

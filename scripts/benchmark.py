@@ -267,6 +267,29 @@ def speed_path_rows(quick: bool, device: torch.device) -> list[dict]:
     return rows
 
 
+def sweep_rows() -> list[dict]:
+    """The same eight CI-size runs (configs/ci/gaussian_mixture.yaml, 4 widths x 2 seeds, 2 jobs) through
+    ``scripts/sweep.py`` twice: forked from one server that imported the suite once (the default launcher)
+    vs a new ``python scripts/train.py`` per run (``--launcher local_subprocess``), each sweep timed whole.
+    About 2 minutes on 2 busy cores, so only in the full benchmark."""
+    import subprocess  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parent.parent
+
+    def sweep_seconds(launcher: str) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(root / "scripts" / "sweep.py"), "--config", str(root / "configs" / "ci" / "gaussian_mixture.yaml"),
+                            "--grid", "model.net.width=32,64,128,256", "--seeds", "2", "--jobs", "2", "--out", tmp, "--launcher", launcher],
+                           check=True, capture_output=True)
+            return time.perf_counter() - start
+
+    forked = sweep_seconds("local")
+    separate = sweep_seconds("local_subprocess")
+    return [row("sweep_runs_vs_separate_processes", forked, separate, "s", separate / forked, ">= 2",
+                "8 runs of configs/ci/gaussian_mixture.yaml, --jobs 2: separate train.py processes / runs forked from one preloaded server")]
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
@@ -280,14 +303,15 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for CI (under 3 minutes on 2 CPU cores)")
     parser.add_argument("--out", default="benchmark_results.json", help="where to write the JSON results")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    parser.add_argument("--only", default=None, help="comma-separated groups: training_loop, diagnostics, overhead, speed "
-                        "(speed paths need compilation and run only without --quick)")
+    parser.add_argument("--only", default=None, help="comma-separated groups: training_loop, diagnostics, overhead, speed, "
+                        "sweep (speed paths need compilation, and sweep takes minutes: both run only without --quick)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     groups = {"training_loop": lambda: training_loop_rows(args.quick, device),
               "diagnostics": lambda: diagnostics_rows(args.quick),
               "overhead": lambda: diagnostics_overhead_rows(args.quick) if device.type == "cpu" else [],
-              "speed": lambda: speed_path_rows(args.quick, device) if not args.quick else []}
+              "speed": lambda: speed_path_rows(args.quick, device) if not args.quick else [],
+              "sweep": lambda: sweep_rows() if not args.quick else []}
     chosen = args.only.split(",") if args.only else list(groups)
     unknown = [g for g in chosen if g not in groups]
     if unknown:

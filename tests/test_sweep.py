@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,24 +20,39 @@ def rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_killed_sweep_restarts_and_completes_every_run_exactly_once(tmp_path):
-    out = tmp_path / "sweep"
-    args = [*SWEEP, "--grid", "model.net.width=8,16,24", "--seeds", "1", "--out", str(out), *TINY]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not ((out / "results.csv").exists() and len(rows(out)) >= 1):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and the run in flight
-    proc.wait()
-    done_before = {r["run_id"] for r in rows(out)}
-    assert 1 <= len(done_before) < 3
+def test_killed_sweep_resumes_the_cut_run_from_its_checkpoint_and_completes_every_run_once(tmp_path):
+    """A node failure: the sweep and its run in flight are SIGKILLed together, mid-epoch, after that run
+    saved last.ckpt. Re-running the command keeps the finished run, resumes the cut one from its
+    checkpoint in its own folder, and runs the one not started.
+
+    The grid varies ``trainer.log_every_n_steps``, which changes how a run is shown, not what it computes:
+    the three runs are one computation, so the killed-and-resumed run must end with the other two's
+    numbers exactly (its kernel drift too, measured against the K_0 its checkpoint kept)."""
+    out, marker = tmp_path / "sweep", tmp_path / "killed"
+    extra = ["--", "--trainer.max_epochs", "4", "--data.n_train", "64", "--data.n_test", "32", "--data.batch_size", "16",
+             "--model.net.width", "16", "--checkpoint_every_n_epochs", "1", "--trainer.callbacks+=tests.signal_helper.KillGroupOnce",
+             "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "1", "--trainer.callbacks.run", "log_every_n_steps=2__",
+             "--trainer.callbacks.marker", str(marker)]
+    args = [*SWEEP, "--grid", "trainer.log_every_n_steps=1,2,3", "--seeds", "1", "--out", str(out), *extra]
+    run_ids = [f"trainer.log_every_n_steps={k}__seed=0" for k in (1, 2, 3)]
+    killed = subprocess.run(args, capture_output=True, text=True, timeout=300, start_new_session=True)  # its own process group
+    assert killed.returncode == -signal.SIGKILL and marker.exists(), killed.stdout + killed.stderr
+    assert [r["run_id"] for r in rows(out)] == run_ids[:1]  # the first run finished; the second was cut at step 10 of 16
+    (runs,) = (out / "runs").iterdir()
+    cut = runs / run_ids[1] / "lightning_logs"
+    assert [p.name for p in cut.iterdir()] == ["version_0"] and (cut / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (cut / "version_0" / "summary.json").exists() and not (runs / run_ids[2]).exists()
 
     result = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 of 3 runs finished" in result.stdout and "2 runs to go" in result.stdout, result.stdout
     final = rows(out)
-    assert sorted(r["run_id"] for r in final) == sorted(f"model.net.width={w}__seed=0" for w in (8, 16, 24))
-    assert all(r["status"] == "completed" and r["train/loss"] for r in final)
-    assert {r["model.net.width"] for r in final} == {"8", "16", "24"}
+    assert sorted(r["run_id"] for r in final) == run_ids and all(r["status"] == "completed" for r in final)
+    assert [p.name for p in cut.iterdir()] == ["version_0"]  # resumed in its folder: a fresh start would add version_1
+    summaries = [json.loads((runs / rid / "lightning_logs" / "version_0" / "summary.json").read_text()) for rid in run_ids]
+    untimed = [{k: v for k, v in s["metrics"].items() if not k.endswith("_seconds")} for s in summaries]
+    assert {"train/loss", "test/acc", "kernel/drift", "sharpness/lambda_max"} <= set(untimed[1])
+    assert untimed[1] == untimed[0] == untimed[2] and [s["global_step"] for s in summaries] == [16, 16, 16]
 
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)  # nothing left: skips everything
     assert "0 runs to go" in again.stdout and len(rows(out)) == 3
@@ -159,3 +173,88 @@ def test_the_config_hash_follows_content_and_arguments_and_only_interrupted_runs
 def test_bad_grid_is_a_clear_error(tmp_path):
     result = subprocess.run([*SWEEP, "--grid", "model.lr", "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "KEY=V1,V2" in result.stderr
+
+
+def test_forked_runs_give_the_csv_values_of_separate_train_py_runs(tmp_path):
+    """The default launcher forks each run from a server that imported the suite once; every metric in
+    its CSV equals that of a separate ``python scripts/train.py`` run of the same point and seed."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / "sweep"
+    extra = ["--trainer.max_epochs", "3", "--data.batch_size", "8"]  # minibatches: the data seed orders them
+    result = subprocess.run([*SWEEP, "--config", str(config), "--grid", "model.net.width=12", "--seeds", "2", "--jobs", "2",
+                             "--out", str(out), "--", *extra], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "status: completed" not in result.stdout  # each run's output is in its own train.log
+    swept = rows(out)
+    assert len(swept) == 2 and all("status: completed" in (Path(r["log_dir"]).parents[1] / "train.log").read_text() for r in swept)
+
+    threads = str(max(1, (os.cpu_count() or 1) // 2))  # what the sweep gives each of its 2 jobs
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    procs = {}
+    for r in swept:  # both at once, as the sweep ran them; width 12 is not the config's 8: the grid value counts
+        root, seed = tmp_path / "separate" / r["run_id"], r["seed"]
+        procs[r["run_id"]] = root, subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(config), "--model.net.width", "12",
+             "--seed_everything", seed, "--model.seed", seed, "--data.seed", seed, "--trainer.default_root_dir", str(root),
+             "--trainer.enable_progress_bar", "false", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    for r in swept:
+        root, proc = procs[r["run_id"]]
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()
+        expected = json.loads((root / "lightning_logs" / "version_0" / "summary.json").read_text())
+        metrics = {k: v for k, v in expected["metrics"].items() if not k.endswith("_seconds")}  # wall times differ
+        assert len(metrics) >= 6 and r["status"] == expected["status"] == "completed" and r["returncode"] == "0"
+        assert {k: float(r[k]) for k in metrics} == metrics, r["run_id"]
+    assert swept[0]["train/loss"] != swept[1]["train/loss"]  # two seeds, two runs
+
+
+CRASHES = '''\
+"""A callback that ends a run badly: killed by SIGKILL when max_epochs is 2, a bug (exception) when it is 3."""
+import os
+import signal
+
+from pytorch_lightning import Callback
+
+
+class Crash(Callback):
+    def on_train_start(self, trainer, pl_module):
+        if trainer.max_epochs == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.max_epochs == 3:
+            raise RuntimeError("deliberate bug")
+'''
+
+
+def test_a_run_whose_process_dies_or_raises_is_failed_and_the_sweep_goes_on(tmp_path):
+    (tmp_path / "crashes.py").write_text(CRASHES)  # class paths resolve from the working directory
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    result = subprocess.run([*SWEEP, "--config", str(config), "--grid", "trainer.max_epochs=1,2,3", "--jobs", "2", "--out", "out",
+                             "--", "--trainer.callbacks+", "crashes.Crash"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr  # not every run finished
+    by_epochs = {r["trainer.max_epochs"]: r for r in rows(tmp_path / "out")}
+    assert by_epochs["1"]["status"] == "completed" and by_epochs["1"]["returncode"] == "0"
+    assert by_epochs["2"]["status"] == "failed" and by_epochs["2"]["returncode"] == str(-signal.SIGKILL)
+    assert by_epochs["3"]["status"] == "failed" and by_epochs["3"]["returncode"] == "1"
+    assert "RuntimeError: deliberate bug" in (tmp_path / by_epochs["3"]["log_dir"]).read_text()  # the traceback, in the run's log
+
+
+def test_the_sweep_process_itself_imports_no_torch():
+    result = subprocess.run([sys.executable, "-c", "import sys, overparam.sweep; print('torch' in sys.modules)"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stdout + result.stderr  # only the fork server and the runs do
+
+
+def test_a_forked_ddp_run_starts_its_other_rank_as_train_py(tmp_path):
+    """Lightning starts ranks > 0 by re-running the command line: in a forked run that must be
+    scripts/train.py with the run's arguments, not the sweep (which would run again inside the run)."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / "sweep"
+    result = subprocess.run([*SWEEP, "--config", str(config), "--grid", "model.net.width=8", "--out", str(out), "--",
+                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (row,) = rows(out)
+    log = (Path(row["log_dir"]).parents[1] / "train.log").read_text()
+    assert row["status"] == "completed" and "GLOBAL_RANK: 1" in log and "runs to go" not in log, log
