@@ -71,6 +71,23 @@ class Diagnostic(pl.Callback):
             self.last_step = trainer.global_step
             publish(trainer, values)
 
+    def check_fit(self, pl_module: pl.LightningModule, data) -> None:
+        """What a diagnostic needs of the module and the data, checked before training (the CLI calls it
+        before any log is written): here, no seed ensemble (``model.ensemble`` > 1), since a diagnostic
+        measures one net, not a stack of them. Subclasses add their own needs and call this.
+
+        Raises:
+            ConfigError: when the module trains an ensemble.
+        """
+        size = getattr(pl_module, "hparams", {}).get("ensemble", 1)
+        if size > 1:
+            raise ConfigError(f"Expected no diagnostics callback with `model.ensemble` = {size} (they measure one net) "
+                              f"but got {type(self).__name__}")
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.check_fit(pl_module, trainer.datamodule)
+
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record(trainer, pl_module, "start")

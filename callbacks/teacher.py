@@ -84,13 +84,11 @@ class TeacherRecovery(Diagnostic):
     def check_fit(self, pl_module: pl.LightningModule, data) -> None:
         """Raise ``ConfigError`` unless ``data`` has a ``teacher`` and the module's net is a TwoLayerMLP
         of the teacher's input size (the CLI calls this before any log is written)."""
+        super().check_fit(pl_module, data)
         if getattr(data, "teacher", None) is None:
             raise ConfigError(f"Expected a DataModule with a `teacher` (e.g. datamodules.synthetic.TeacherStudent) for TeacherRecovery but got {type(data).__name__}")
         match_neurons(module_net(pl_module), data.teacher)  # raises on a student that is no TwoLayerMLP
 
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.check_fit(pl_module, trainer.datamodule)
 
     @override
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal, Optional
+from functools import partial
+from typing import Callable, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 from lightning_modules import losses
 from lightning_modules.checks import ConfigError, check_choice, check_int, check_number, check_positive_int
 from lightning_modules.ist import average_shared_gradients, check_ist_net, ist_loss
 from lightning_modules.learning_rules import RULES, apply_rule
+from lightning_modules.nets.ensemble import StackedEnsemble
 from lightning_modules.optimizers import OPTIMIZERS, build_optimizer
 from lightning_modules.publish import publish
 
@@ -60,6 +62,58 @@ def param_groups(net: nn.Module, lr: float, layer_lr: dict[str, float]) -> list[
     return groups
 
 
+def per_member(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The per-sample ``fn(output_k, y)`` of every member k of an ensemble output (E, n, k), at once: (E, n)."""
+    members, n = output.shape[:2]
+    y_all = y.unsqueeze(0).expand(members, *y.shape).reshape(members * n, *y.shape[1:])  # y for each member
+    return fn(output.reshape(members * n, *output.shape[2:]), y_all).view(members, n)
+
+
+class MemberMean(Metric):
+    """Each ensemble member's mean of a per-sample value over every sample seen: (E,) (one state for all members)."""
+
+    full_state_update = False
+
+    def __init__(self, members: int) -> None:
+        super().__init__()
+        self.add_state("total", torch.zeros(members), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, values: torch.Tensor) -> None:  # (E, n)
+        self.total += values.sum(1).to(self.total.dtype)
+        self.count += values.shape[1]
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count
+
+
+def check_ensemble(net: nn.Module, size: int, rule: str, optimizer: str, layer_lr: Optional[dict], replicas: int,
+                   seed: Optional[int]) -> None:
+    """What a stacked seed ensemble of ``size`` members cannot train exactly like ``size`` separate runs.
+
+    Raises:
+        ConfigError: a rule other than backprop and fa, an optimizer whose step is not elementwise (SAM,
+            Entropy-SGD), ``layer_lr``, replicas, no seed, or a net with dropout or batch norm.
+    """
+    def refuse(expected: str, got: object) -> None:
+        raise ConfigError(f"Expected {expected} with `ensemble` = {size} (each member must step as a run of its own) but got {got!r}")
+
+    if rule not in ("backprop", "fa"):
+        refuse("argument `rule` to be backprop or fa", rule)
+    if optimizer not in ("sgd", "adam"):
+        refuse("argument `optimizer` to be sgd or adam (elementwise steps)", optimizer)
+    if layer_lr:
+        refuse("argument `layer_lr` to be empty", layer_lr)
+    if replicas != 1:
+        refuse("argument `replicas` to be 1", replicas)
+    if seed is None:
+        refuse("argument `seed` to be an integer (member k is drawn from seed + k)", seed)
+    dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+    for name, module in net.named_modules():
+        if isinstance(module, dropout) and module.p > 0 or getattr(module, "track_running_stats", False):
+            refuse("a net without dropout or batch norm", f"{name}: {module}")
+
+
 class SupervisedModule(pl.LightningModule):
     """Supervised training of ``net`` with a learning rule, a loss and an optimizer.
 
@@ -94,6 +148,15 @@ class SupervisedModule(pl.LightningModule):
             with its own SAM radius; nothing couples them. Entropy-SGD's Langevin noise is drawn
             afresh for each replica (from the global RNG).
         replica_seeds: minibatch-order seeds of replicas 1..R−1 (default: data seed + r).
+        ensemble: E > 1 trains E independently initialized copies of the net (member k drawn from
+            ``seed + k``, with its own FA feedback from ``seed + k``) as one stacked model (see
+            nets/ensemble.py); ``forward`` then returns (E, n, k). The loss is the sum of the members'
+            losses, so each member takes exactly the steps of a run of its own with ``seed = seed + k``
+            and the same data seed: all members see the same minibatches. Member k's whole-set metrics
+            are logged as ``ensemble/<k>/train/loss`` etc., the plain tags are the members' mean. The
+            ensemble stops when any member's loss is not finite. Rules backprop and fa, optimizers sgd and
+            adam (elementwise steps); refused: ``layer_lr``, SAM, Entropy-SGD, replicas, other rules, nets
+            with dropout or batch norm, gradient clipping and the diagnostics callbacks (they act on one net).
 
     Raises:
         ConfigError: on an unknown choice, a negative rate, a size that is no positive integer, or (at
@@ -121,6 +184,7 @@ class SupervisedModule(pl.LightningModule):
         ist_parts: int = 2,
         replicas: int = 1,
         replica_seeds: Optional[list[int]] = None,
+        ensemble: int = 1,
     ) -> None:
         super().__init__()
         check_choice("rule", rule, (*RULES, "ist"))
@@ -132,6 +196,9 @@ class SupervisedModule(pl.LightningModule):
         check_positive_int("ist_parts", ist_parts)
         check_positive_int("replicas", replicas)
         check_int("seed", seed, allow_none=True)
+        check_positive_int("ensemble", ensemble)
+        if ensemble > 1:
+            check_ensemble(net, ensemble, rule, optimizer, layer_lr, replicas, seed)
         if replica_seeds is not None:
             if not isinstance(replica_seeds, (list, tuple)) or len(replica_seeds) != replicas - 1:
                 raise ConfigError(f"Expected argument `replica_seeds` to hold replicas - 1 = {replicas - 1} seeds but got {replica_seeds!r}")
@@ -144,11 +211,19 @@ class SupervisedModule(pl.LightningModule):
             check_ist_net(net, ist_parts)
         copies = [copy.deepcopy(net) for _ in range(replicas - 1)]  # same initialization
         swap = "backprop" if rule == "ist" else rule
+        if ensemble > 1:
+            members = [net] + [copy.deepcopy(net) for _ in range(ensemble - 1)]
+            for k, member in enumerate(members[1:], start=1):
+                reset_parameters(member, seed + k)
+            net = StackedEnsemble([apply_rule(m, rule, feedback_scale, seed + k) for k, m in enumerate(members)])
+            swap = "backprop"  # the members carry their rule
         self.net = apply_rule(net, swap, feedback_scale, 0 if seed is None else seed)
         self.replica_nets = nn.ModuleList(apply_rule(c, swap, feedback_scale, 0 if seed is None else seed) for c in copies)
         self.layer_lr = dict(layer_lr or {})
         self.configure_optimizers_now()  # validate layer names and optimizer settings now, not at fit time
         self.metrics = nn.ModuleDict({f"{split}_{what}": MeanMetric() for split in ("train", "test") for what in ("loss", "acc")})
+        self.member_metrics = nn.ModuleDict({f"{split}_{what}": MemberMean(ensemble) for split in ("train", "test")
+                                             for what in ("loss", "acc") if ensemble > 1})
         self.diverged_at_step: Optional[int] = None
         self.last_eval_step: Optional[int] = None  # global step of the latest whole-set evaluation
         self._replica_orders: dict[tuple[int, int], list] = {}
@@ -162,6 +237,31 @@ class SupervisedModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.check_data(self.trainer.datamodule if self.trainer is not None else None)
+        if stage == "fit" and self.trainer is not None:
+            self.check_trainer(self.trainer.accumulate_grad_batches, self.trainer.precision)
+            if self.hparams.ensemble > 1 and self.trainer.gradient_clip_val:
+                raise ConfigError(f"Expected `trainer.gradient_clip_val` to be null with `ensemble` = {self.hparams.ensemble} "
+                                  f"(the norm would couple the members) but got {self.trainer.gradient_clip_val!r}")
+
+    def check_trainer(self, accumulate_grad_batches: int, precision: str) -> None:
+        """Trainer settings the optimizer cannot follow; the CLI calls this (with the precision asked for)
+        before any log is written.
+
+        Raises:
+            ConfigError: SAM or Entropy-SGD, which re-evaluate the loss on the step's batch, with
+                ``accumulate_grad_batches`` > 1, or with 16-bit mixed precision, whose GradScaler steps without
+                the closure they need (bf16 works; on a CPU Lightning runs ``16-mixed`` as bf16, but the same
+                config would fail on a GPU).
+        """
+        optimizer = self.hparams.optimizer
+        if optimizer not in ("sam", "entropy_sgd"):
+            return
+        if accumulate_grad_batches != 1:
+            raise ConfigError(f"Expected `trainer.accumulate_grad_batches` to be 1 for optimizer {optimizer!r} (each step re-evaluates "
+                              f"the loss on its own batch) but got {accumulate_grad_batches!r}")
+        if str(precision) in ("16", "16-mixed"):
+            raise ConfigError(f"Expected `trainer.precision` to be 32-true, bf16-mixed or bf16-true for optimizer {optimizer!r} "
+                              f"(16-bit mixed precision steps without the closure it needs) but got {precision!r}")
 
     def check_data(self, data) -> None:
         """Settings that only the data can refute; the CLI calls this before any log is written.
@@ -199,6 +299,8 @@ class SupervisedModule(pl.LightningModule):
         """The training loss of one replica on its batch, by the module's rule. Under ``ist`` the unit
         partition comes from (seed, step) alone, so every replica draws the same one."""
         hp = self.hparams
+        if hp.ensemble > 1:  # Σ_k L_k: member k's own gradient in its slice
+            return per_member(partial(losses.per_sample_loss, hp.loss), net(x), y).mean(1).sum()
         if hp.rule != "ist":
             return self.loss_fn(net(x), y)
         step_seed = (0 if hp.seed is None else hp.seed) * 1_000_003 + self.global_step  # resumes exactly
@@ -251,9 +353,18 @@ class SupervisedModule(pl.LightningModule):
     def _update_metrics(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         output = self.net(x)
+        if self.hparams.ensemble > 1:
+            self._update_member_metrics(split, output, y)
+            return
         self.metrics[f"{split}_loss"].update(losses.per_sample_loss(self.hparams.loss, output, y))
         if losses.is_classification(y):
             self.metrics[f"{split}_acc"].update(losses.correct(output, y))
+
+    def _update_member_metrics(self, split: str, output: torch.Tensor, y: torch.Tensor) -> None:
+        """Each member's per-sample losses (and hits, for class labels) into the ensemble's metrics."""
+        self.member_metrics[f"{split}_loss"].update(per_member(partial(losses.per_sample_loss, self.hparams.loss), output, y))  # (E, n)
+        if losses.is_classification(y):
+            self.member_metrics[f"{split}_acc"].update(per_member(losses.correct, output, y))
 
     def _log_metrics(self, splits: tuple[str, ...]) -> dict[str, torch.Tensor]:
         values = {}
@@ -262,6 +373,14 @@ class SupervisedModule(pl.LightningModule):
                 metric = self.metrics[f"{split}_{what}"]
                 if metric.update_called:
                     values[f"{split}/{what}"] = metric.compute()
+                metric.reset()
+        for name, metric in self.member_metrics.items():  # ensemble/<k>/<split>/<what>; the plain tag: their mean
+            split, what = name.split("_")
+            if split in splits:
+                if metric.update_called:
+                    members = metric.compute()  # (E,)
+                    values[f"{split}/{what}"] = members.mean()
+                    values.update({f"ensemble/{k}/{split}/{what}": value for k, value in enumerate(members)})
                 metric.reset()
         publish(self.trainer, values)  # metric.compute() has already reduced across ranks
         return values

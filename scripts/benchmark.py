@@ -290,6 +290,31 @@ def sweep_rows() -> list[dict]:
                 "8 runs of configs/ci/gaussian_mixture.yaml, --jobs 2: separate train.py processes / runs forked from one preloaded server")]
 
 
+def ensemble_rows(quick: bool, device: torch.device) -> list[dict]:
+    """A seed ensemble of E = 8 as one stacked model (``SupervisedModule(ensemble=8)``) vs the same 8 runs one
+    after the other (``seed`` = 0 … 7): TwoLayerMLP width 256 on GaussianMixture n = 512, 50 full-batch SGD
+    steps with the whole-set metrics after each, each fit timed whole (setup included)."""
+    members, steps = 8, 50
+
+    def fit_seconds(ensemble: int, seed: int) -> float:
+        data = GaussianMixture(dim=32, n_clusters=4, cluster_std=0.3, n_train=512, n_test=512, batch_size=None, seed=0)
+        model = SupervisedModule(TwoLayerMLP(32, 256, 1), lr=0.1, momentum=0.9, seed=seed, ensemble=ensemble)
+        trainer = pl.Trainer(max_epochs=steps, accelerator=device.type, devices=1, logger=False, enable_progress_bar=False,
+                             enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+        sync(device)
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=data)
+        sync(device)
+        return time.perf_counter() - start
+
+    fit_seconds(members, 0)  # warm-up: first allocations, vmap tracing caches
+    stacked, sequential = paired(2 if quick else 3, lambda: fit_seconds(members, 0),
+                                 lambda: sum(fit_seconds(1, seed) for seed in range(members)))
+    return [row("ensemble_vs_sequential_seeds", stacked, sequential, "s", sequential / stacked, ">= 1",
+                f"{members} seeds of TwoLayerMLP(32, 256) on GaussianMixture n=512, {steps} full-batch steps with whole-set "
+                "metrics: 8 sequential runs / one stacked ensemble run")]
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads()}
@@ -303,7 +328,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes for CI (under 3 minutes on 2 CPU cores)")
     parser.add_argument("--out", default="benchmark_results.json", help="where to write the JSON results")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    parser.add_argument("--only", default=None, help="comma-separated groups: training_loop, diagnostics, overhead, speed, "
+    parser.add_argument("--only", default=None, help="comma-separated groups: training_loop, diagnostics, overhead, speed, ensemble, "
                         "sweep (speed paths need compilation, and sweep takes minutes: both run only without --quick)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -311,7 +336,8 @@ def main(argv=None) -> int:
               "diagnostics": lambda: diagnostics_rows(args.quick),
               "overhead": lambda: diagnostics_overhead_rows(args.quick) if device.type == "cpu" else [],
               "speed": lambda: speed_path_rows(args.quick, device) if not args.quick else [],
-              "sweep": lambda: sweep_rows() if not args.quick else []}
+              "sweep": lambda: sweep_rows() if not args.quick else [],
+              "ensemble": lambda: ensemble_rows(args.quick, device)}
     chosen = args.only.split(",") if args.only else list(groups)
     unknown = [g for g in chosen if g not in groups]
     if unknown:
