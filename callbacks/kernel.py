@@ -15,14 +15,15 @@ vᵀKv = Σ_c (E_c v)ᵀ G (E_c v) ≥ k λ_min(G) ‖v‖², i.e. λ_min(K) ≥
 implies a positive λ_min(K), not conversely (two identical outputs give a singular G and K = 2 G_11).
 
 For a :class:`TwoLayerMLP`, f = c2 W2 σ(z) + b2 with z = c1 W1 x + b1, the kernel is closed form
-(:func:`two_layer_ntk`); any other net goes through per-sample Jacobians (:func:`jacobian_ntk`).
+(:func:`two_layer_ntk`); any other net goes through per-sample Jacobians (:func:`jacobian_ntk`), in chunks
+planned to fit a memory budget (:mod:`callbacks.memory`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -31,7 +32,9 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from typing_extensions import override
 
-from callbacks.sharpness import ProbeCallback, exact_backprop, module_net, preserved_state, trainable_parameters
+from callbacks.diagnostic import ProbeCallback, module_net
+from callbacks.memory import DEFAULT_BUDGET, JacobianPlan, MemoryBudget, parse_bytes, plan_jacobian_gram, saved_activation_bytes
+from callbacks.net_state import exact_backprop, preserved_state, trainable_parameters
 from lightning_modules.checks import check_positive_int
 from lightning_modules.nets.mlp import ACTIVATIONS, TwoLayerMLP
 
@@ -80,17 +83,11 @@ def two_layer_ntk(net: TwoLayerMLP, x: torch.Tensor) -> torch.Tensor:
     return kernel
 
 
-def jacobian_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
-    """NTK from per-sample Jacobians (torch.func ``vmap(jacrev)``, one chunk of samples at a time).
+Output = Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
-    With chunks of c samples, block (i, j) of K is J_i J_jᵀ; Jacobians of earlier chunks are
-    recomputed rather than kept, so memory is two chunks' Jacobians (2·c·k·P numbers) and the cost
-    is about n_chunks/2 times the unchunked one. ``None`` = one chunk.
 
-    Raises:
-        ValueError: on a non-positive ``chunk_size``.
-    """
-    check_positive_int("chunk_size", chunk_size, allow_none=True)
+def per_sample_output(net: nn.Module) -> tuple[dict[str, torch.Tensor], Output]:
+    """``(θ, f)``: the trainable parameters (detached, by name) and f(θ, x_i) = net(x_i) flattened to (k,)."""
     names = [n for n, _ in trainable_parameters(net)]
     params = {n: p.detach() for n, p in net.named_parameters() if n in names}
     constants = {n: p.detach() for n, p in net.named_parameters() if n not in names}
@@ -99,42 +96,113 @@ def jacobian_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = No
     def output(theta: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(net, {**theta, **constants}, (xi.unsqueeze(0),)).reshape(-1)  # (k,)
 
-    per_sample = vmap(jacrev(output), in_dims=(None, 0))
+    return params, output
 
-    def jacobian(xc: torch.Tensor) -> list[torch.Tensor]:
-        jac = per_sample(params, xc)  # name -> (c, k, *shape)
-        return [jac[n].reshape(len(xc), jac[n].shape[1], -1) for n in names]  # (c, k, P_n)
 
-    chunks = list(x.split(chunk_size or len(x)))
+def jacobian_plan(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET) -> JacobianPlan:
+    """The chunks :func:`jacobian_ntk` uses on ``x``: k and P from the net, the activations A from one
+    forward pass of one sample (eval mode), then :func:`callbacks.memory.plan_jacobian_gram`.
+
+    Raises:
+        ValueError: as :func:`jacobian_ntk`.
+    """
+    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    params, output = per_sample_output(net)
+    with preserved_state(net, train=False), exact_backprop(net):
+        leaves = {n: p.detach().requires_grad_() for n, p in params.items()}  # share memory with the net: excluded below
+        activations = saved_activation_bytes(lambda: output(leaves, x[0]), exclude=(*net.parameters(), *net.buffers()))
+        k = output(params, x[0]).numel()
+    itemsize = next(iter(params.values())).element_size()
+    return plan_jacobian_gram(len(x), k, sum(p.numel() for p in params.values()), itemsize, activations, memory_budget, chunk_size)
+
+
+def jacobian_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET) -> torch.Tensor:
+    """NTK from per-sample Jacobians (torch.func ``vmap(jacrev)``), in chunks that fit ``memory_budget``.
+
+    K = Σ_G J_G J_Gᵀ over groups G of outputs, J_G the (n, |G|·P) Jacobian rows of the outputs in G,
+    built from passes over chunks of samples (:func:`gram_by_chunks`). The plan (:func:`jacobian_plan`)
+    keeps all of J when it fits, else splits the outputs into groups (one more forward pass each), else
+    keeps r chunks of one output and recomputes the later ones once per group of r. On ResNet-20
+    (P = 0.27M, k = 10) and 256 probes in float32, J is 2.8 GB; the default 1 GiB takes the outputs
+    3 at a time, each sample's Jacobian computed once.
+
+    Args:
+        chunk_size: samples per pass; ``None`` = derived from the budget. An explicit value wins over
+            the budget, which then only sets the outputs per pass and the chunks kept.
+        memory_budget: bytes (int) or a string such as ``"1GiB"`` for the Jacobians, their working
+            memory and the (n, n) kernel (modelled, not measured; the interpreter is not counted).
+
+    Raises:
+        ValueError: on a non-positive ``chunk_size``; ``ConfigError`` (a ValueError) naming ``memory_budget``
+            and the bytes needed when the kernel and one sample's Jacobian do not fit.
+    """
+    plan = jacobian_plan(net, x, chunk_size, memory_budget)
+    params, output = per_sample_output(net)
+    with preserved_state(net, train=False), exact_backprop(net):
+        return gram_by_chunks(output, params, x, plan)
+
+
+def output_slice(output: Output, start: int, stop: int) -> Output:
+    """θ, x_i ↦ output(θ, x_i)[start:stop], outputs start … stop − 1."""
+    return lambda theta, xi: output(theta, xi)[start:stop]
+
+
+def gram_by_chunks(output: Output, params: dict[str, torch.Tensor], x: torch.Tensor, plan: JacobianPlan) -> torch.Tensor:
+    """K[a, b] = Σ_o ⟨∂output(x_a)_o/∂θ, ∂output(x_b)_o/∂θ⟩ following ``plan``: per output group, the
+    Jacobian rows of r chunks go into a (R, g·P) buffer B and K gets B Bᵀ, then every later chunk's
+    rows J_j (recomputed) give the blocks J_j Bᵀ."""
+    chunks = list(x.split(plan.chunk_size))
     starts = [0]
     for chunk in chunks:
         starts.append(starts[-1] + len(chunk))
+    first, n_params = next(iter(params.values())), sum(p.numel() for p in params.values())
     kernel = x.new_zeros(len(x), len(x))
-    with preserved_state(net, train=False), exact_backprop(net):
-        for i, xi in enumerate(chunks):
-            jac_i = jacobian(xi)
-            for j in range(i + 1):
-                jac_j = jac_i if j == i else jacobian(chunks[j])
-                block = sum(torch.einsum("akp,bkp->ab", a, b) for a, b in zip(jac_i, jac_j))
-                kernel[starts[i] : starts[i + 1], starts[j] : starts[j + 1]] = block
-                kernel[starts[j] : starts[j + 1], starts[i] : starts[i + 1]] = block.T
+    for out in range(0, plan.k, plan.outputs_per_pass):
+        outs = range(out, min(out + plan.outputs_per_pass, plan.k))
+        per_sample = vmap(jacrev(output_slice(output, outs.start, outs.stop)), in_dims=(None, 0))
+
+        def jacobian(xc: torch.Tensor, rows: Optional[torch.Tensor] = None, per_sample=per_sample, width=len(outs) * n_params) -> torch.Tensor:
+            """The (c, g·P) Jacobian rows of the chunk ``xc``, written into ``rows`` (new after the pass when None)."""
+            jac = per_sample(params, xc)  # name -> (c, g, *shape)
+            rows = first.new_empty(len(xc), width) if rows is None else rows
+            col = 0
+            for j in jac.values():
+                rows[:, col : col + j[0].numel()] = j.reshape(len(xc), -1)
+                col += j[0].numel()
+            return rows
+
+        for group in range(0, len(chunks), plan.kept_chunks):
+            later = min(group + plan.kept_chunks, len(chunks))
+            kept = slice(starts[group], starts[later])
+            buffer = None  # free the last group's before allocating
+            buffer = first.new_empty(kept.stop - kept.start, len(outs) * n_params)  # (R, g·P)
+            for i in range(group, later):
+                jacobian(chunks[i], buffer[starts[i] - kept.start : starts[i + 1] - kept.start])
+            kernel[kept, kept] += (buffer @ buffer.T).to(kernel.dtype)
+            for j in range(later, len(chunks)):  # streamed past the kept chunks: recomputed once per group
+                block = (jacobian(chunks[j]) @ buffer.T).to(kernel.dtype)  # (c_j, R)
+                kernel[starts[j] : starts[j + 1], kept] += block
+                kernel[kept, starts[j] : starts[j + 1]] += block.T
     return kernel
 
 
-def empirical_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None) -> torch.Tensor:
+def empirical_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET) -> torch.Tensor:
     """The (n, n) empirical NTK of ``net`` on ``x``, summed over outputs (module docstring).
 
-    Closed form for a TwoLayerMLP (``chunk_size`` unused), chunked per-sample Jacobians otherwise.
+    Closed form for a TwoLayerMLP (``chunk_size`` and ``memory_budget`` unused: it holds O(n·m) numbers),
+    per-sample Jacobians in chunks that fit ``memory_budget`` otherwise (:func:`jacobian_ntk`).
 
     Raises:
-        ValueError: on a non-positive ``chunk_size`` or a net without trainable parameters.
+        ValueError: on a non-positive ``chunk_size``, a net without trainable parameters, or (``ConfigError``)
+            a ``memory_budget`` too small for the kernel and one sample's Jacobian.
     """
     check_positive_int("chunk_size", chunk_size, allow_none=True)
+    parse_bytes("memory_budget", memory_budget)
     trainable_parameters(net)
     if has_closed_form(net):
         with preserved_state(net, train=False):
             return two_layer_ntk(net, x)
-    return jacobian_ntk(net, x, chunk_size)
+    return jacobian_ntk(net, x, chunk_size, memory_budget)
 
 
 def kernel_alignment(kernel: torch.Tensor, y: torch.Tensor) -> float:
@@ -184,23 +252,30 @@ class KernelDrift(ProbeCallback):
         every_n_epochs: how often to measure.
         probe_size: probe samples (``None`` = the whole training set); K is probe_size².
         seed: draws the probe subset.
-        chunk_size: samples per Jacobian chunk for nets without a closed form (memory bound).
+        chunk_size: samples per Jacobian pass for nets without a closed form (``None`` = derived from
+            ``memory_budget``; an explicit value wins over the budget).
+        memory_budget: bytes (or a string such as ``"512MiB"``, ``"2GB"``) that the Jacobians, their working
+            memory and the kernel may take; see :func:`jacobian_ntk`.
 
     Raises:
-        ValueError: on a non-positive ``every_n_epochs``, ``probe_size`` or ``chunk_size``.
+        ValueError: on a non-positive ``every_n_epochs``, ``probe_size``, ``chunk_size`` or ``memory_budget``;
+            at the first measurement, ``ConfigError`` (one line) when the budget cannot hold the kernel
+            and one sample's Jacobian.
     """
 
-    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0, chunk_size: Optional[int] = None) -> None:
+    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0, chunk_size: Optional[int] = None,
+                 memory_budget: MemoryBudget = DEFAULT_BUDGET) -> None:
         super().__init__(every_n_epochs, probe_size, seed)
         check_positive_int("chunk_size", chunk_size, allow_none=True)
-        self.chunk_size = chunk_size
+        parse_bytes("memory_budget", memory_budget)
+        self.chunk_size, self.memory_budget = chunk_size, memory_budget
         self.kernel_0: Optional[torch.Tensor] = None  # (n, n), CPU
         self.weights_0: Optional[dict[str, torch.Tensor]] = None  # name -> tensor, CPU
 
     def measure(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """The logged values for one call (no Lightning involved); the first call sets K_0 and W_0."""
         start = time.perf_counter()
-        kernel = empirical_ntk(net, x, self.chunk_size).double()
+        kernel = empirical_ntk(net, x, self.chunk_size, self.memory_budget).double()
         weights = {n: p.detach() for n, p in trainable_parameters(net)}
         if self.kernel_0 is None:
             self.kernel_0, self.weights_0 = kernel.cpu(), {n: w.to("cpu", copy=True) for n, w in weights.items()}
