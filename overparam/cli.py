@@ -35,7 +35,7 @@ from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
 from lightning_modules.checks import ConfigError
 from lightning_modules.module import SupervisedModule
-from overparam.checkpoint import LastCheckpoint, RunRecord, find_last_checkpoint, run_status, stored_config_hash
+from overparam.checkpoint import CtrlCAsSigterm, LastCheckpoint, RunRecord, find_last_checkpoint, run_status, stored_config_hash
 from overparam.errors import condense_error
 from overparam.paths import BASE_CONFIG, CONFIGS, DEFAULT_CONFIG
 from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED
@@ -338,16 +338,19 @@ def config_error_in(err: BaseException) -> Optional[ConfigError]:
     return None
 
 
-def check_before_fit(model: Any, data: Any, callbacks: list) -> None:
-    """The checks that need the module, the data and the callbacks together (e.g. an MSE-only
-    regression set, a diagnostic that needs a teacher), run before any log is written:
-    ``model.check_data(data)`` and each callback's ``check_fit(model, data)`` where they exist.
+def check_before_fit(model: Any, data: Any, callbacks: list, trainer_settings: Optional[dict] = None) -> None:
+    """The checks that need the module, the data, the trainer and the callbacks together (e.g. an MSE-only
+    regression set, SAM with gradient accumulation, a diagnostic that needs a teacher), run before any log
+    is written: ``model.check_data(data)``, ``model.check_trainer(**trainer_settings)`` and each callback's
+    ``check_fit(model, data)`` where they exist.
 
     Raises:
         ConfigError: from those checks.
     """
     if callable(getattr(model, "check_data", None)):
         model.check_data(data)
+    if trainer_settings is not None and callable(getattr(model, "check_trainer", None)):
+        model.check_trainer(**trainer_settings)
     for callback in callbacks:
         if callable(getattr(callback, "check_fit", None)):
             callback.check_fit(model, data)
@@ -363,7 +366,10 @@ def main(args: Optional[list[str]] = None) -> int:
         cli = build_cli(args)
         if hasattr(cli.datamodule, "prepare_splits"):
             cli.datamodule.prepare_splits()  # data errors (sizes, files) now, before any log is written
-        check_before_fit(cli.model, cli.datamodule, cli.trainer.callbacks)
+        asked = cli.config.as_dict().get("trainer") or {}  # the precision as given: Lightning runs 16-mixed as bf16 on a CPU
+        settings = {"accumulate_grad_batches": cli.trainer.accumulate_grad_batches,
+                    "precision": asked.get("precision") or cli.trainer.precision}
+        check_before_fit(cli.model, cli.datamodule, cli.trainer.callbacks, settings)
     except ValueError as err:  # a ConfigError, maybe wrapped by jsonargparse; any other exception is a bug
         cause = config_error_in(err)
         if cause is None:
@@ -375,17 +381,19 @@ def main(args: Optional[list[str]] = None) -> int:
     if isinstance(trainer.logger, SummaryLogger):
         trainer.logger.write_layout()
     error = None
+    ctrl_c = CtrlCAsSigterm()
     try:
-        trainer.fit(model, datamodule=data, ckpt_path=cli.resume_from)
-    except SIGTERMException:  # preempted: LastCheckpoint has saved the state
-        status, code = "interrupted", EXIT_SIGTERM
+        with ctrl_c:
+            trainer.fit(model, datamodule=data, ckpt_path=cli.resume_from)
+    except SIGTERMException:  # preempted, or a first Ctrl-C: LastCheckpoint has saved the state after a whole batch
+        status, code = "interrupted", EXIT_SIGINT if ctrl_c.received else EXIT_SIGTERM
     except ValueError as err:  # a setting that only fails once training starts
         cause = config_error_in(err)
         if cause is None:
             raise
         status, code, error = "failed", EXIT_BAD_CONFIG, condense_error(str(cause), OneLineErrorParser.argv)
         print(f"error: {error}", file=sys.stderr)
-    except SystemExit:  # Lightning turns Ctrl-C into exit(1) after its graceful shutdown
+    except SystemExit:  # Lightning turns a second Ctrl-C into exit(1) after its graceful shutdown
         if not trainer.interrupted:
             raise
         status, code = "interrupted", EXIT_SIGINT
@@ -393,6 +401,8 @@ def main(args: Optional[list[str]] = None) -> int:
         status, code = "diverged", EXIT_DIVERGED
     elif status == "completed" and getattr(model, "last_eval_step", None) != trainer.global_step:
         trainer.test(model, datamodule=data, verbose=False)  # the test set at the final weights, unless evaluated there already
+    # Updates done: the step that met a non-finite loss made none, though Lightning counts it.
+    steps = trainer.global_step if model.diverged_at_step is None else model.diverged_at_step
     logger = trainer.logger
     metrics = dict(getattr(logger, "last", {}))
     if isinstance(logger, SummaryLogger):
@@ -407,7 +417,7 @@ def main(args: Optional[list[str]] = None) -> int:
         cli.config.as_dict(),
         time.perf_counter() - start,
         status,
-        global_step=trainer.global_step,
+        global_step=steps,
         epochs=trainer.current_epoch,
         config_hash=cli.config_hash,
         **extra,
@@ -418,11 +428,13 @@ def main(args: Optional[list[str]] = None) -> int:
         shown = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] in ("train", "test", "gap")}
         print(f"status: {status}" + (f" at step {model.diverged_at_step} (loss is not finite)" if status == "diverged" else ""))
         n_params = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
-        print(f"model: {type(model.net).__name__}, {n_params:,} trainable parameters, {trainer.global_step} steps")
+        print(f"model: {type(model.net).__name__}, {n_params:,} trainable parameters, {steps} steps")
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
-        measured = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] not in ("train", "test", "gap", "diag", "epoch")}
+        measured = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] not in ("train", "test", "gap", "diag", "epoch", "ensemble")}
+        headline = {k: v for k, v in measured.items() if k.count("/") == 1}  # per-layer and per-member values stay in summary.json
         if measured:  # the experiment's own quantities: what its config's diagnostics measured last
-            print("diagnostics: " + ", ".join(f"{k}={v:.4g}" for k, v in measured.items()))
+            more = f" (+{len(measured) - len(headline)} per-layer values in summary.json)" if len(measured) > len(headline) else ""
+            print("diagnostics: " + ", ".join(f"{k}={v:.4g}" for k, v in headline.items()) + more)
         if status == "interrupted":
             print("resume with: --ckpt_path last (and the same config and default_root_dir)")
         print(f"logs: {log_dir}  (tensorboard --logdir {log_dir.parent})")
