@@ -1,5 +1,6 @@
 """Checkpoints that keep finished work: ``last.ckpt`` every few epochs, never a diverged state,
-and one more on SIGTERM / Ctrl-C so a preempted run resumes where it stopped.
+and one more on SIGTERM / Ctrl-C (once the batch in progress is done, see :class:`CtrlCAsSigterm`) so a
+preempted or interrupted run resumes where it stopped.
 
 Each checkpoint also carries a :class:`RunRecord`: the hash of the config that wrote it (so a
 resume under another config is refused) and the last value of every scalar logged so far (so a
@@ -10,15 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
-
 
 
 def diverged(pl_module: pl.LightningModule) -> bool:
@@ -70,6 +71,39 @@ class LastCheckpoint(pl.Callback):
         trainer.save_checkpoint(str(tmp))
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+
+
+class CtrlCAsSigterm:
+    """Context manager around ``trainer.fit``: the first Ctrl-C (SIGINT) stops training the way SIGTERM
+    does, at the end of the current batch, so that the checkpoint saved then is a consistent state.
+
+    Python turns SIGINT into a KeyboardInterrupt at whatever line runs: after an update but before the
+    loop has counted its batch, last.ckpt would make the resumed run train that batch twice. Here the
+    handler sends SIGTERM to its own process instead, and Lightning's SIGTERM handler finishes the
+    batch and raises ``SIGTERMException``; ``received`` tells the caller that it was a Ctrl-C. A second
+    Ctrl-C, or one before Lightning listens for SIGTERM, raises KeyboardInterrupt at once as usual.
+    Outside the main thread (where no signal handler can be set) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.received or signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise KeyboardInterrupt
+        self.received = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def __enter__(self) -> "CtrlCAsSigterm":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def find_last_checkpoint(root: Path) -> Optional[Path]:

@@ -2,6 +2,7 @@
 random feedback is far from it; a backprop control stays near 90°."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -74,10 +75,37 @@ def test_backprop_control_is_near_ninety_degrees():
     assert torch.equal(random_feedback(net, 3)["fc2"], callback.control["fc2"])
 
 
-def test_fa_callback_logs_update_and_feedback_angles():
-    net, x, y = problem("fa")
+@pytest.mark.parametrize("rule", ["fa", "dfa"])
+def test_callback_logs_the_angles_of_a_surrogate_gradient_with_b_in_place_of_w(rule):
+    """Reference: the rule's update of fc1 is the gradient of ⟨e, c2·σ(x)·Bᵀ⟩ (fa; ⟨e, c2·σ(x)·B⟩ for dfa,
+    whose B is (width, outputs)) with e = ∂L/∂f held fixed: backprop's with W2 replaced by B."""
+    net, x, y = problem(rule)
+    net(x.requires_grad_()).sum().backward()  # dfa draws its B at the first pass with gradients
+    x = x.detach()
+    net.zero_grad()
     values = FeedbackAlignment().measure(net, mse, x, y)
-    assert {"alignment/update_vs_bp_deg/fc1", "alignment/weight_vs_feedback_deg/fc2", "alignment/weight_vs_feedback_deg", "diag/alignment_seconds"} <= set(values)
+
+    fc1 = [net.fc1.weight, net.fc1.bias]
+    out = net(x)
+    (error,) = torch.autograd.grad(mse(out, y), out)  # e = ∂L/∂f
+    b = net.fc2.feedback.detach()
+    sent_back = net.features(x) @ (b.T if rule == "fa" else b) * net.c2  # what the output layer sends down, through B
+    rule_update = torch.cat([g.reshape(-1) for g in torch.autograd.grad((error * sent_back).sum(), fc1)])
+    exact_sent_back = net.features(x) @ net.fc2.weight.detach().T * net.c2  # backprop: through W2 itself
+    exact = torch.cat([g.reshape(-1) for g in torch.autograd.grad((error * exact_sent_back).sum(), fc1)])
+    expected = math.degrees(math.acos(float(rule_update @ exact / (rule_update.norm() * exact.norm()))))
+    assert values["alignment/update_vs_bp_deg/fc1"] == pytest.approx(expected, abs=1e-6)
+    assert values["alignment/update_vs_bp_deg/fc1"] > 10  # random feedback: far from backprop at init
+    assert values["alignment/update_vs_bp_deg/fc2"] == pytest.approx(0.0, abs=1e-5)  # the output layer's gradient is exact
+    w2 = net.fc2.weight.detach().reshape(-1)
+    if rule == "fa":  # W2 against B
+        reference = w2 @ b.reshape(-1) / (w2.norm() * b.norm())
+    else:  # dfa: B against ∂f/∂h averaged over the batch, c2·W2ᵀ for the output layer
+        reference = w2 @ b.T.reshape(-1) / (w2.norm() * b.norm())
+    assert values["alignment/weight_vs_feedback_deg/fc2"] == pytest.approx(math.degrees(math.acos(float(reference))), abs=1e-6)
+    assert values["alignment/weight_vs_feedback_deg"] == values["alignment/weight_vs_feedback_deg/fc2"]  # the mean over one layer
+    assert values["diag/alignment_seconds"] >= 0
+    assert all(p.grad is None for p in net.parameters())  # measuring left no gradient behind
 
 
 def test_callback_validates_arguments():

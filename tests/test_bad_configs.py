@@ -50,6 +50,10 @@ CASES = [
     (["--trainer.callbacks+=callbacks.teacher.TeacherRecovery"], "teacher"),
     (["--trainer.callbacks+=callbacks.sharpness.HessianSharpness", "--trainer.callbacks.tol", "-1"], "tol"),
     (["--ckpt_path", "last"], "last.ckpt"),
+    (["--model.optimizer", "sam", "--trainer.accumulate_grad_batches", "2"], "trainer.accumulate_grad_batches"),
+    (["--model.optimizer", "entropy_sgd", "--trainer.accumulate_grad_batches", "4"], "trainer.accumulate_grad_batches"),
+    (["--model.optimizer", "sam", "--trainer.precision", "16-mixed"], "trainer.precision"),
+    (["--model.optimizer", "entropy_sgd", "--trainer.precision", "16-mixed"], "trainer.precision"),
 ]
 
 

@@ -34,10 +34,21 @@ def test_fa_matrix_factorization_converges_iff_rank_suffices(tmp_path):
 
 
 def test_sparse_parity_plateau_then_sudden_drop(tmp_path):
-    summary = run_config("configs/ci/sparse_parity.yaml", tmp_path)
-    acc = [v for _, v in scalars(tmp_path, "test/acc")]
-    assert acc[0] < 0.6  # chance level after the first epoch
-    assert summary["metrics"]["test/acc"] > 0.9  # then learned
+    """Test accuracy per epoch (12 epochs of 32 SGD steps): at chance (< 0.6) for a plateau of several
+    epochs, then from chance to > 0.8 within a few epochs, shorter than the plateau, then learned (> 0.9).
+    Seeds 0-7: the plateau lasts 4-5 epochs after the initialization, the rise 1-2 epochs; gradual
+    learning, or learning from the start, fails one of the two. Three seeds, ~2 s each."""
+    for seed in (0, 1, 2):
+        root = tmp_path / str(seed)
+        summary = run_config("configs/ci/sparse_parity.yaml", root, "--model.seed", str(seed), "--data.seed", str(seed),
+                             "--seed_everything", str(seed))
+        acc = [v for _, v in scalars(root, "test/acc")]  # index 0: the initialization; index e: after epoch e
+        assert len(acc) == 13
+        plateau = next(e for e, a in enumerate(acc) if a >= 0.6)  # epochs 0 .. plateau - 1 at chance
+        rise = next(e for e, a in enumerate(acc) if a > 0.8) - (plateau - 1)  # epochs from the last one at chance to > 0.8
+        assert plateau - 1 >= 3, (seed, acc)  # a quarter of the run or more at chance
+        assert rise <= 3 and rise < plateau - 1, (seed, acc)  # then a sudden drop of the error
+        assert summary["metrics"]["test/acc"] > 0.9, (seed, acc)  # learned
 
 
 def test_gaussian_mixture_learned_with_small_gap(tmp_path):
@@ -63,9 +74,23 @@ def test_ntk_drift_shrinks_with_width(tmp_path):
     assert wide["kernel/lambda_min"] > 0 and narrow["kernel/lambda_min"] > 0
 
 
-def test_edge_of_stability_sharpness_rises_to_two_over_lr(tmp_path):
+def test_edge_of_stability_sharpness_rises_to_two_over_lr_and_hovers_there(tmp_path):
+    """λmax every 50 of 1000 GD steps, as a fraction r of 2/η. Seeds 0-4: after the initial drop λmax
+    rises steadily from its low (r = 0.77-0.89), first reaches r ≥ 0.95 at steps 300-650 and from then
+    on stays at r = 0.95-1.07 (mean 1.01; 8-15 measurements, 350-700 steps) while the training loss keeps
+    falling. Seed 0 reaches the edge latest: the test runs it. A spike to 2/η, or a rise through it, fails."""
     summary = run_config("configs/ci/edge_of_stability.yaml", tmp_path)
-    lam = [v for _, v in scalars(tmp_path, "sharpness/lambda_max")]
     two_over_lr = summary["metrics"]["sharpness/two_over_lr"]
-    assert max(lam[len(lam) // 2:]) == pytest.approx(two_over_lr, rel=0.15)  # reaches 2/η, no further
-    assert max(lam[len(lam) // 2:]) > 1.2 * min(lam)  # progressive sharpening from below
+    assert two_over_lr == pytest.approx(16.0)
+    ratio = [v / two_over_lr for _, v in scalars(tmp_path, "sharpness/lambda_max")]
+    assert len(ratio) == 21
+    reach = next(i for i in range(1, len(ratio)) if ratio[i] >= 0.95)  # λmax at the initialization may start there
+    low = min(ratio[1:reach])  # after the first drop from the initialization
+    assert low < 0.9 and max(ratio[reach:]) > 1.1 * low, ratio  # progressive sharpening from below
+    hover = ratio[reach:]
+    assert len(hover) >= 5, ratio  # on the edge for 250 steps or more, to the end of training
+    assert all(0.9 <= r <= 1.15 for r in hover), ratio  # near 2/η, never far above or back below it
+    assert 0.97 <= sum(hover) / len(hover) <= 1.08, ratio
+    loss = dict(scalars(tmp_path, "train/loss"))  # every 100 steps
+    at_edge = loss[max(s for s in loss if s <= 50 * reach)]
+    assert min(v for s, v in loss.items() if s > 50 * reach) < at_edge  # the loss keeps falling on the edge

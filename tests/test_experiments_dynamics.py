@@ -1,7 +1,7 @@
 """Three training-dynamics phenomena reproduced end to end through the real command line, at CI
 size: feedback alignment (Lillicrap et al. 2016), the SGD temperature η/B setting how far replicas
 drift apart (Mignacco et al. 2020; Jastrzębski et al. 2017), and flat minima of SAM (Foret et al.
-2021) and Entropy-SGD (Chaudhari et al. 2017). Settings were checked on seeds 0-4; the tests run seed 0."""
+2021) and Entropy-SGD (Chaudhari et al. 2017). Settings were checked on seeds 0-4; the tests run seed 0 (flat minima: 0 and 1)."""
 
 from __future__ import annotations
 
@@ -49,14 +49,19 @@ def test_replica_distance_grows_with_the_sgd_temperature(tmp_path):
 
 
 def test_sam_and_entropy_sgd_end_flatter_than_sgd(tmp_path):
+    """Paired by seed (same data, init and minibatch order), the ratio of each flat-minima optimizer's final
+    λmax and loss increase under 5% weight noise to SGD's. Seeds 0-4 (flatness from 500 noise draws):
+    λmax SAM/SGD 0.50-0.51, Entropy-SGD/SGD 0.37-0.39; loss increase SAM/SGD 0.56-0.64, Entropy-SGD/SGD
+    0.51-0.58 (SGD itself 5.4-6.1e-3). Two seeds, bounds well above the largest ratio seen."""
     config = "configs/ci/flat_minima.yaml"
-    runs = {opt: run_config(config, tmp_path / opt, "--model.optimizer", opt)["metrics"] for opt in ("sgd", "sam", "entropy_sgd")}
-    sharp = {opt: r["sharpness/lambda_max"] for opt, r in runs.items()}
-    flat = {opt: r["flatness/perturbed_loss_increase"] for opt, r in runs.items()}
-    # All three fit the training set, the 20% flipped labels included.
-    assert all(r["train/acc"] > 0.95 for r in runs.values()), runs
-    # Seeds 0-4: λmax SGD 13.5-14.3, SAM 6.9-7.2, Entropy-SGD 5.2-5.4; loss increase under 5%
-    # weight noise SGD 4.7-6.3e-3, SAM 2.7-4.4e-3 (≤ 0.74 × SGD), Entropy-SGD 2.2-5.2e-3 (≤ 0.81 × SGD).
-    assert sharp["sam"] < 0.75 * sharp["sgd"] and sharp["entropy_sgd"] < 0.75 * sharp["sgd"], sharp
-    assert flat["sam"] < 0.85 * flat["sgd"], flat
-    assert flat["entropy_sgd"] < flat["sgd"], flat  # the narrowest margin of the three
+    for seed in (0, 1):
+        seeds = ["--model.seed", str(seed), "--data.seed", str(seed), "--seed_everything", str(seed)]
+        runs = {opt: run_config(config, tmp_path / f"{opt}{seed}", "--model.optimizer", opt, *seeds)["metrics"]
+                for opt in ("sgd", "sam", "entropy_sgd")}
+        # All three fit the training set, the 20% flipped labels included.
+        assert all(r["train/acc"] > 0.95 for r in runs.values()), (seed, runs)
+        for opt in ("sam", "entropy_sgd"):
+            sharp = runs[opt]["sharpness/lambda_max"] / runs["sgd"]["sharpness/lambda_max"]
+            flat = runs[opt]["flatness/perturbed_loss_increase"] / runs["sgd"]["flatness/perturbed_loss_increase"]
+            assert sharp < 0.65, (seed, opt, sharp)
+            assert flat < 0.8, (seed, opt, flat)

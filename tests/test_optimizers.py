@@ -7,11 +7,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from callbacks.flatness import Flatness
-from callbacks.sgd_noise import GradientNoise
+from callbacks.flatness import Flatness, perturbed_loss_increase
+from callbacks.sgd_noise import GradientNoise, gradient_noise_trace
 from datamodules.synthetic import GaussianMixture
 from datamodules.tensor import EpochPermutation
 from lightning_modules import losses
+from lightning_modules.checks import ConfigError
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
 from lightning_modules.optimizers import SAM, EntropySGD, build_optimizer
@@ -153,9 +154,16 @@ def test_sam_inside_lightning_equals_a_plain_loop_and_calls_the_closure_twice():
                          callbacks=[GradientNoise(n_batches=2), Flatness(n_samples=2)])
     trainer.fit(model, datamodule=dm)
     assert model.calls == 2 * 3 * 4  # two closure calls per step, 4 steps per epoch
-    for tag in ("sgd/noise_trace", "sgd/temperature", "flatness/perturbed_loss_increase", "diag/sgd_noise_seconds"):
-        assert tag in trainer.callback_metrics
-    assert float(trainer.callback_metrics["sgd/temperature"]) == pytest.approx(0.3 / 16)
+    # The diagnostics' last values are their functional cores on the final weights and the whole set
+    # (probe_size None), with the batches and noise drawn from their seed 0.
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    final = model.net
+    assert logged["sgd/noise_trace"] == pytest.approx(
+        gradient_noise_trace(final, model.loss_fn, x, y, 16, 2, torch.Generator().manual_seed(0)), rel=1e-5)
+    assert logged["flatness/perturbed_loss_increase"] == pytest.approx(
+        perturbed_loss_increase(final, model.loss_fn, x, y, 0.01, 2, torch.Generator().manual_seed(0)), rel=1e-5)
+    assert logged["sgd/noise_trace"] > 0 and logged["diag/sgd_noise_seconds"] >= 0
+    assert logged["sgd/temperature"] == pytest.approx(0.3 / 16)
 
     opt = SAM(net.parameters(), rho=0.1, lr=0.3, momentum=0.5)  # the same steps without Lightning
     batches = EpochPermutation(64, 16, shuffle=True, seed=0)
@@ -196,3 +204,23 @@ def test_sam_blocks_take_the_steps_of_separate_sams_and_survive_a_checkpoint():
             p.copy_(s)
     fresh.step(both)
     torch.testing.assert_close(torch.cat([flat_a(), flat_b()]).detach(), after, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("optimizer", ["sam", "entropy_sgd"])
+def test_sam_and_entropy_sgd_refuse_gradient_accumulation_and_16_bit_mixed_precision(optimizer):
+    """Both re-evaluate the loss on the step's batch: accumulated gradients would be thrown away by the
+    closure, and a GradScaler steps without one. Refused before the first update; bf16 and plain SGD pass."""
+    dm = GaussianMixture(dim=8, n_train=64, n_test=32, batch_size=16, seed=0)
+    model = SupervisedModule(TwoLayerMLP(8, 16, 1), optimizer=optimizer, lr=0.1, seed=1)
+    before = copy.deepcopy(model.state_dict())
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, accumulate_grad_batches=2)
+    with pytest.raises(ConfigError, match=rf"`trainer.accumulate_grad_batches` to be 1 for optimizer '{optimizer}' .* but got 2$"):
+        trainer.fit(model, datamodule=dm)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no update was made
+    for precision in ("16-mixed", "16", 16):
+        with pytest.raises(ConfigError, match=rf"`trainer.precision` to be 32-true, bf16-mixed or bf16-true for optimizer '{optimizer}'"):
+            model.check_trainer(1, precision)
+    for precision in ("32-true", "bf16-mixed", "bf16-true"):
+        model.check_trainer(1, precision)
+    SupervisedModule(TwoLayerMLP(8, 16, 1), optimizer="sgd").check_trainer(4, "16-mixed")  # plain SGD accumulates and scales fine

@@ -129,3 +129,38 @@ def test_a_resumed_run_logs_at_the_same_steps_and_values_as_an_uninterrupted_one
     second = run(5, [LastCheckpoint(every_n_epochs=0)], ckpt_path=tmp_path / "cut" / "checkpoints" / "last.ckpt")
     for tag in tags:
         assert first.series(tag) + second.series(tag) == full.series(tag), tag
+
+
+def diagnostics() -> list[type]:
+    """Every diagnostics callback of the suite: the classes in callbacks/ that measure (``compute``) on the
+    schedule of callbacks.diagnostic.Diagnostic, found by importing the package (so a new one is included)."""
+    from callbacks.diagnostic import Diagnostic
+    from overparam.cli import import_suite
+
+    found = {c for c in import_suite().values() if issubclass(c, Diagnostic) and c.compute is not Diagnostic.compute}
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def test_every_diagnostic_leaves_the_weights_and_the_rng_bit_identical(tmp_path):
+    """Dropout makes every training step draw from the global RNG, so a diagnostic that consumed a random
+    number, left a gradient, a mode or a weight changed, would change the trajectory; with minibatches
+    (GradientNoise), two replicas (ReplicaDistance) and a teacher (TeacherRecovery) every one of them measures."""
+    classes = diagnostics()
+    assert {"HessianSharpness", "KernelDrift", "FeedbackAlignment", "TeacherRecovery", "ReplicaDistance", "GradientNoise",
+            "Flatness"} <= {c.__name__ for c in classes}
+
+    def run(callbacks: list) -> tuple[dict, torch.Tensor, Capture]:
+        pl.seed_everything(0, verbose=False)
+        data = TeacherStudent(dim=4, teacher_width=2, n_train=32, n_test=16, batch_size=8, seed=0)
+        model = SupervisedModule(TwoLayerMLP(4, 8, 1, "tanh", dropout=0.25), lr=0.1, momentum=0.9, replicas=2, seed=0)
+        logger = Capture()
+        trainer(logger, [*callbacks, TrainTestGap()], 3, tmp_path).fit(model, datamodule=data)
+        return {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state(), logger
+
+    plain, plain_rng, _ = run([])
+    watched, watched_rng, logger = run([cls(every_n_epochs=2) for cls in classes])
+    assert torch.equal(plain_rng, watched_rng)
+    assert plain.keys() == watched.keys() and all(torch.equal(plain[k], watched[k]) for k in plain)
+    timed = sorted({t for _, t, _ in logger.events if t.startswith("diag/") and t.endswith("_seconds")})
+    assert len(timed) == len(classes), timed  # each diagnostic measured ...
+    assert all(logger.steps(t) == [0, 8, 12] for t in timed)  # ... at init, after epoch 2 (4 steps each) and at the end

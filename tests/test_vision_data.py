@@ -319,3 +319,35 @@ def test_a_failed_download_is_one_line_and_leaves_no_half_made_folder(tmp_path, 
     message = str(err.value)
     assert "\n" not in message and "download failed" in message and "Name or service not known" in message and folder in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]  # data/ was made by the attempt: gone again
+
+
+# ---- standardization: training-subset statistics, applied to train and test alike ---------------------------
+@pytest.mark.parametrize("flatten", [True, False])
+def test_mnist_is_standardized_with_the_training_subsets_statistics(mnist_dir, flatten):
+    """x ← (x − μ)/s with μ, s the mean and standard deviation over every pixel of the *training subset*
+    (one channel), the same μ, s for the test images; the subset itself does not depend on ``normalize``."""
+    subset = dict(data_dir=str(mnist_dir), classes=[1, 4, 7], n_train=12, n_test=4, flatten=flatten, seed=3)  # test: 2 + 1 + 1
+    raw_train, raw_test = loaded(MNIST(normalize=False, **subset))
+    train, test = loaded(MNIST(**subset))
+    assert torch.equal(train.y, raw_train.y) and torch.equal(test.y, raw_test.y)
+    mean, std = raw_train.x.mean(), raw_train.x.std()
+    assert abs(float(raw_test.x.mean() - mean)) > 0.01  # the test images' own statistics differ from these
+    torch.testing.assert_close(train.x, (raw_train.x - mean) / std)
+    torch.testing.assert_close(test.x, (raw_test.x - mean) / std)  # train statistics, not the test set's own
+    torch.testing.assert_close(train.x.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(train.x.std(), torch.tensor(1.0), atol=1e-5, rtol=0)
+
+
+def test_mnist1d_is_standardized_with_the_training_subsets_statistics():
+    """MNIST-1D arrives standardized over its whole set; a class subset gets its own training statistics."""
+    subset = dict(data_dir=str(ROOT / "data"), classes=[3, 8], n_train=200, n_test=100, flatten=False, seed=1)
+    raw_train, raw_test = loaded(MNIST1D(normalize=False, **subset))
+    train, test = loaded(MNIST1D(**subset))
+    assert train.x.shape == (200, 1, 40) and torch.equal(train.y, raw_train.y)
+    mean, std = raw_train.x.mean(), raw_train.x.std()
+    assert abs(float(mean)) > 1e-3 and abs(float(std) - 1) > 1e-3  # the subset's own statistics differ from the whole set's
+    assert abs(float(raw_test.x.mean() - mean)) > 1e-3  # and from the test images'
+    torch.testing.assert_close(train.x, (raw_train.x - mean) / std)
+    torch.testing.assert_close(test.x, (raw_test.x - mean) / std)
+    torch.testing.assert_close(train.x.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(train.x.std(), torch.tensor(1.0), atol=1e-5, rtol=0)
