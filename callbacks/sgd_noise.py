@@ -14,7 +14,6 @@ buffers, ``.grad`` and the torch RNG state are restored afterwards (``preserved_
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Optional
 
@@ -23,8 +22,9 @@ import torch
 from torch import nn
 from typing_extensions import override
 
-from callbacks.sharpness import LossFn, ProbeCallback, module_loss, module_net, preserved_state, trainable_parameters
-from lightning_modules.checks import check_positive_int
+from callbacks.diagnostic import ProbeCallback, module_loss, module_net, optimizer_lr
+from callbacks.net_state import LossFn, preserved_state, trainable_parameters
+from lightning_modules.checks import ConfigError, check_positive_int, is_integer
 
 
 def _flat_grad(params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
@@ -46,11 +46,11 @@ def gradient_noise_trace(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: to
     E g_B ≠ g and the value is the mean squared distance to the full-batch gradient.
 
     Raises:
-        ValueError: unless 1 ≤ ``batch_size`` ≤ n and ``n_batches`` is a positive integer or None.
+        ConfigError: unless 1 ≤ ``batch_size`` ≤ n and ``n_batches`` is a positive integer or None.
     """
     n = len(x)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-        raise ValueError(f"Expected argument `batch_size` to be an integer in [1, {n}] (the number of samples) but got {batch_size!r}")
+    if not is_integer(batch_size) or not 1 <= batch_size <= n:
+        raise ConfigError(f"Expected argument `batch_size` to be an integer in [1, {n}] (the number of samples) but got {batch_size!r}")
     check_positive_int("n_batches", n_batches, allow_none=True)
     k = n // batch_size if n_batches is None else min(n_batches, n // batch_size)
     generator = torch.Generator().manual_seed(0) if generator is None else generator
@@ -96,17 +96,17 @@ class GradientNoise(ProbeCallback):
         """``(B, n_train)`` of the training run.
 
         Raises:
-            ValueError: when the DataModule has no ``batch_size`` or ``train`` split.
+            ConfigError: when the DataModule has no ``batch_size`` or ``train`` split.
         """
         data = trainer.datamodule
         if data is None or not hasattr(data, "batch_size") or not hasattr(data, "prepare_splits"):
-            raise ValueError(f"Expected a TensorDataModule (with `batch_size` and a `train` split) for GradientNoise but got {type(data).__name__}")
+            raise ConfigError(f"Expected a TensorDataModule (with `batch_size` and a `train` split) for GradientNoise but got {type(data).__name__}")
         data.prepare_splits()
         n_train = len(data.train)
         b = n_train if data.batch_size is None else min(data.batch_size * trainer.world_size, n_train)
         n_probe = n_train if self.probe_size is None else min(self.probe_size, n_train)
         if b < n_train and n_probe <= b:
-            raise ValueError(f"Expected argument `probe_size` to be null or larger than the batch size {b} but got {self.probe_size!r}")
+            raise ConfigError(f"Expected argument `probe_size` to be null or larger than the batch size {b} but got {self.probe_size!r}")
         return b, n_train
 
     def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, n_train: int) -> dict[str, float]:
@@ -127,5 +127,5 @@ class GradientNoise(ProbeCallback):
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         b, n_train = self.batch_size(trainer)
         x, y = self.probe(trainer, pl_module.device)
-        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+        lr = optimizer_lr(trainer)
         return self.measure(module_net(pl_module), module_loss(pl_module), x, y, lr, b, n_train)
