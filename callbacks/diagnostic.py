@@ -81,8 +81,9 @@ class Diagnostic(pl.Callback):
         """
         size = getattr(pl_module, "hparams", {}).get("ensemble", 1)
         if size > 1:
-            raise ConfigError(f"Expected no diagnostics callback with `model.ensemble` = {size} (they measure one net) "
-                              f"but got {type(self).__name__}")
+            raise ConfigError(
+                f"Expected no diagnostics callback with `model.ensemble` = {size} (they measure one net) but got {type(self).__name__}"
+            )
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -139,7 +140,9 @@ class ProbeCallback(Diagnostic):
                 data.prepare_splits()
             train = getattr(data, "train", None)
             if train is None:
-                raise ConfigError(f"Expected the DataModule to hold a `train` split (a TensorDataModule) for {type(self).__name__} but got {type(data).__name__}")
+                raise ConfigError(
+                    f"Expected the DataModule to hold a `train` split (a TensorDataModule) for {type(self).__name__} but got {type(data).__name__}"
+                )
             if self.indices is None:
                 self.indices = probe_indices(len(train.x), self.probe_size, self.seed)
             self._probe = (train.x[self.indices].to(device), train.y[self.indices].to(device))

@@ -31,8 +31,15 @@ from lightning_modules.checks import check_number, check_positive_int
 
 
 @torch.no_grad()
-def perturbed_loss_increase(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01,
-                            n_samples: int = 10, generator: Optional[torch.Generator] = None) -> float:
+def perturbed_loss_increase(
+    net: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float = 0.01,
+    n_samples: int = 10,
+    generator: Optional[torch.Generator] = None,
+) -> float:
     """ΔL(σ) of the module docstring with S = ``n_samples`` draws over the trainable parameters.
 
     ξ is drawn on the CPU from ``generator`` (seed 0 when None), sample by sample and tensor by tensor
@@ -85,7 +92,9 @@ class Flatness(ProbeCallback):
         ConfigError: on a negative ``sigma``, or an ``every_n_epochs``, ``n_samples`` or ``probe_size`` that is no positive integer.
     """
 
-    def __init__(self, every_n_epochs: int = 1, sigma: float = 0.01, n_samples: int = 10, probe_size: Optional[int] = None, seed: int = 0) -> None:
+    def __init__(
+        self, every_n_epochs: int = 1, sigma: float = 0.01, n_samples: int = 10, probe_size: Optional[int] = None, seed: int = 0
+    ) -> None:
         super().__init__(every_n_epochs, probe_size, seed)
         check_number("sigma", sigma, 0.0)
         check_positive_int("n_samples", n_samples)

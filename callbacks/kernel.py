@@ -99,7 +99,9 @@ def per_sample_output(net: nn.Module) -> tuple[dict[str, torch.Tensor], Output]:
     return params, output
 
 
-def jacobian_plan(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET) -> JacobianPlan:
+def jacobian_plan(
+    net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET
+) -> JacobianPlan:
     """The chunks :func:`jacobian_ntk` uses on ``x``: k and P from the net, the activations A from one
     forward pass of one sample (eval mode), then :func:`callbacks.memory.plan_jacobian_gram`.
 
@@ -116,7 +118,9 @@ def jacobian_plan(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = N
     return plan_jacobian_gram(len(x), k, sum(p.numel() for p in params.values()), itemsize, activations, memory_budget, chunk_size)
 
 
-def jacobian_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET) -> torch.Tensor:
+def jacobian_ntk(
+    net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET
+) -> torch.Tensor:
     """NTK from per-sample Jacobians (torch.func ``vmap(jacrev)``), in chunks that fit ``memory_budget``.
 
     K = Σ_G J_G J_Gᵀ over groups G of outputs, J_G the (n, |G|·P) Jacobian rows of the outputs in G,
@@ -161,7 +165,9 @@ def gram_by_chunks(output: Output, params: dict[str, torch.Tensor], x: torch.Ten
         outs = range(out, min(out + plan.outputs_per_pass, plan.k))
         per_sample = vmap(jacrev(output_slice(output, outs.start, outs.stop)), in_dims=(None, 0))
 
-        def jacobian(xc: torch.Tensor, rows: Optional[torch.Tensor] = None, per_sample=per_sample, width=len(outs) * n_params) -> torch.Tensor:
+        def jacobian(
+            xc: torch.Tensor, rows: Optional[torch.Tensor] = None, per_sample=per_sample, width=len(outs) * n_params
+        ) -> torch.Tensor:
             """The (c, g·P) Jacobian rows of the chunk ``xc``, written into ``rows`` (new after the pass when None)."""
             jac = per_sample(params, xc)  # name -> (c, g, *shape)
             rows = first.new_empty(len(xc), width) if rows is None else rows
@@ -186,7 +192,9 @@ def gram_by_chunks(output: Output, params: dict[str, torch.Tensor], x: torch.Ten
     return kernel
 
 
-def empirical_ntk(net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET) -> torch.Tensor:
+def empirical_ntk(
+    net: nn.Module, x: torch.Tensor, chunk_size: Optional[int] = None, memory_budget: MemoryBudget = DEFAULT_BUDGET
+) -> torch.Tensor:
     """The (n, n) empirical NTK of ``net`` on ``x``, summed over outputs (module docstring).
 
     Closed form for a TwoLayerMLP (``chunk_size`` and ``memory_budget`` unused: it holds O(n·m) numbers),
@@ -263,8 +271,14 @@ class KernelDrift(ProbeCallback):
             and one sample's Jacobian.
     """
 
-    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 256, seed: int = 0, chunk_size: Optional[int] = None,
-                 memory_budget: MemoryBudget = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        probe_size: Optional[int] = 256,
+        seed: int = 0,
+        chunk_size: Optional[int] = None,
+        memory_budget: MemoryBudget = DEFAULT_BUDGET,
+    ) -> None:
         super().__init__(every_n_epochs, probe_size, seed)
         check_positive_int("chunk_size", chunk_size, allow_none=True)
         parse_bytes("memory_budget", memory_budget)

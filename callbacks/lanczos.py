@@ -81,8 +81,9 @@ def _extend(matvec: Matvec, basis: torch.Tensor, lo: int) -> tuple[np.ndarray, t
     return column, q, r
 
 
-def lanczos_top_eigs(matvec: Matvec, start: torch.Tensor, k: int = 1, tol: float = 1e-3,
-                     max_iter: Optional[int] = None, max_basis: Optional[int] = None) -> Eigenpairs:
+def lanczos_top_eigs(
+    matvec: Matvec, start: torch.Tensor, k: int = 1, tol: float = 1e-3, max_iter: Optional[int] = None, max_basis: Optional[int] = None
+) -> Eigenpairs:
     """The k largest (algebraic) eigenvalues λ₁ ≥ … ≥ λ_k of a symmetric A, and their vectors, by block
     Lanczos with full reorthogonalization and thick restarts (Wu & Simon, 2000).
 
@@ -157,11 +158,14 @@ def lanczos_top_eigs(matvec: Matvec, start: torch.Tensor, k: int = 1, tol: float
             T[:] = 0
             T[:keep, :keep] = np.diag(theta[:keep])
             n = keep
-        basis[n:n + len(q)] = q
+        basis[n : n + len(q)] = q
         lo, n = n, n + len(q)
     if not converged and len(q) > 0:
-        warnings.warn(f"Lanczos stopped after max_iter={max_iter} products before the top {k} Ritz residuals fell below "
-                      f"tol={tol:g} relative (largest: {(residuals / np.maximum(np.abs(theta[:k]), 1e-300)).max():.2g})", stacklevel=2)
+        warnings.warn(
+            f"Lanczos stopped after max_iter={max_iter} products before the top {k} Ritz residuals fell below "
+            f"tol={tol:g} relative (largest: {(residuals / np.maximum(np.abs(theta[:k]), 1e-300)).max():.2g})",
+            stacklevel=2,
+        )
     vectors = basis[:n].T @ torch.from_numpy(s[:, :k].copy()).to(basis)
     return Eigenpairs(torch.from_numpy(theta[:k].copy()), vectors, n_matvec, torch.from_numpy(residuals), converged or len(q) == 0)
 

@@ -54,7 +54,9 @@ def parse_bytes(name: str, value: MemoryBudget) -> int:
         if match and match.group(2).lower() in UNITS:
             number = int(float(match.group(1)) * UNITS[match.group(2).lower()])
     if number is None or number < 1:
-        raise ConfigError(f"Expected argument `{name}` to be a positive number of bytes (an integer or a string such as '1GiB', '512MB') but got {value!r}")
+        raise ConfigError(
+            f"Expected argument `{name}` to be a positive number of bytes (an integer or a string such as '1GiB', '512MB') but got {value!r}"
+        )
     return number
 
 
@@ -128,8 +130,9 @@ class JacobianPlan:
         return (self.n**2 + kept**2) * self.itemsize + kept * g * self.row_bytes + c * (2 * g * self.row_bytes + 2 * self.activation_bytes)
 
 
-def plan_jacobian_gram(n: int, k: int, n_params: int, itemsize: int, activation_bytes: int, memory_budget: MemoryBudget,
-                       chunk_size: Optional[int] = None) -> JacobianPlan:
+def plan_jacobian_gram(
+    n: int, k: int, n_params: int, itemsize: int, activation_bytes: int, memory_budget: MemoryBudget, chunk_size: Optional[int] = None
+) -> JacobianPlan:
     """The fastest plan (module docstring) whose modelled peak fits ``memory_budget``.
 
     An explicit ``chunk_size`` wins: the budget then decides only how many outputs go in a pass and
@@ -147,9 +150,11 @@ def plan_jacobian_gram(n: int, k: int, n_params: int, itemsize: int, activation_
 
     smallest = plan(1, 1, 1)
     if smallest.peak_bytes > budget:
-        raise ConfigError(f"Expected argument `memory_budget` to be at least {smallest.peak_bytes} bytes ({format_bytes(smallest.peak_bytes)}: "
-                          f"the ({n}, {n}) kernel and one sample's Jacobian row of {n_params} parameters) but got {budget} bytes "
-                          f"({format_bytes(budget)}); raise it or use fewer probe samples")
+        raise ConfigError(
+            f"Expected argument `memory_budget` to be at least {smallest.peak_bytes} bytes ({format_bytes(smallest.peak_bytes)}: "
+            f"the ({n}, {n}) kernel and one sample's Jacobian row of {n_params} parameters) but got {budget} bytes "
+            f"({format_bytes(budget)}); raise it or use fewer probe samples"
+        )
     for g in range(k, 0, -1):  # every chunk kept (R = n), as many outputs per pass as fit
         room = budget - 2 * n * n * s - n * g * s1  # for c·(2g·s₁ + 2A)
         c = min(chunk_size, n) if chunk_size is not None else min(n, max(0, room) // (2 * g * s1 + 2 * a))

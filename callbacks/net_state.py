@@ -71,4 +71,3 @@ def probe_indices(n: int, size: Optional[int], seed: int) -> torch.Tensor:
     if size is None or size >= n:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:size].sort().values
-

@@ -32,8 +32,15 @@ def _flat_grad(params: list[nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads]).double()
 
 
-def gradient_noise_trace(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                         n_batches: Optional[int] = None, generator: Optional[torch.Generator] = None) -> float:
+def gradient_noise_trace(
+    net: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    n_batches: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> float:
     """Estimate of tr Σ_B, the summed variance of the batch-size-B minibatch gradient (module docstring):
 
         tr Σ_B ≈ (1/K) Σₖ ‖g_k − g‖²
@@ -100,7 +107,9 @@ class GradientNoise(ProbeCallback):
         """
         data = trainer.datamodule
         if data is None or not hasattr(data, "batch_size") or not hasattr(data, "prepare_splits"):
-            raise ConfigError(f"Expected a TensorDataModule (with `batch_size` and a `train` split) for GradientNoise but got {type(data).__name__}")
+            raise ConfigError(
+                f"Expected a TensorDataModule (with `batch_size` and a `train` split) for GradientNoise but got {type(data).__name__}"
+            )
         data.prepare_splits()
         n_train = len(data.train)
         b = n_train if data.batch_size is None else min(data.batch_size * trainer.world_size, n_train)
@@ -109,7 +118,9 @@ class GradientNoise(ProbeCallback):
             raise ConfigError(f"Expected argument `probe_size` to be null or larger than the batch size {b} but got {self.probe_size!r}")
         return b, n_train
 
-    def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, n_train: int) -> dict[str, float]:
+    def measure(
+        self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: float, batch_size: int, n_train: int
+    ) -> dict[str, float]:
         """The logged values for one call (no Lightning involved)."""
         start = time.perf_counter()
         if batch_size >= n_train:

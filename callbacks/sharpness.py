@@ -40,8 +40,8 @@ from torch import nn
 from typing_extensions import override
 
 from callbacks.diagnostic import ProbeCallback, module_loss, module_net
-from callbacks.net_state import LossFn, exact_backprop, preserved_state, trainable_parameters
 from callbacks.lanczos import lanczos_quadrature, lanczos_top_eigs
+from callbacks.net_state import LossFn, exact_backprop, preserved_state, trainable_parameters
 from lightning_modules.checks import ConfigError, check_bool, check_choice, check_int, check_number, check_positive_int, is_integer
 from lightning_modules.optimizers import OPTIMIZERS
 
@@ -50,7 +50,9 @@ Method = Literal["lanczos", "arpack", "power"]
 METHODS = ("lanczos", "arpack", "power")
 
 
-def _gradient_graph(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> tuple[list[tuple[str, nn.Parameter]], tuple[torch.Tensor, ...]]:
+def _gradient_graph(
+    net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[tuple[str, nn.Parameter]], tuple[torch.Tensor, ...]]:
     """The trainable ``(name, parameter)`` pairs and g = ∇L with its graph (``create_graph=True``)."""
     named = trainable_parameters(net)
     return named, torch.autograd.grad(loss_fn(net(x), y), [p for _, p in named], create_graph=True)
@@ -65,8 +67,14 @@ def _products(params: list[nn.Parameter], grads: tuple[torch.Tensor, ...]) -> Ca
         if not live:
             return torch.zeros_like(v)
         vs = [c.view_as(p) for c, p in zip(v.split(sizes), params)]
-        hv = torch.autograd.grad([grads[i] for i in live], params, grad_outputs=[vs[i] for i in live], retain_graph=True,
-                                 allow_unused=True, materialize_grads=True)
+        hv = torch.autograd.grad(
+            [grads[i] for i in live],
+            params,
+            grad_outputs=[vs[i] for i in live],
+            retain_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
+        )
         return torch.cat([h.reshape(-1) for h in hv])
 
     return hvp
@@ -90,8 +98,16 @@ def _start(rows: int, n: int, dtype: torch.dtype, device: torch.device) -> torch
     return torch.randn(rows, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device, dtype)
 
 
-def hessian_top_eigs(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, k: int = 1, tol: float = 1e-3,
-                     method: Method = "lanczos", max_iter: Optional[int] = None) -> tuple[torch.Tensor, int]:
+def hessian_top_eigs(
+    net: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    k: int = 1,
+    tol: float = 1e-3,
+    method: Method = "lanczos",
+    max_iter: Optional[int] = None,
+) -> tuple[torch.Tensor, int]:
     """The k largest (algebraic) eigenvalues of H = ∇²_θ loss_fn(net(x), y), from Hessian-vector products.
 
     ``method``:
@@ -121,8 +137,11 @@ def hessian_top_eigs(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.
     n, dtype, device = _n_params(net)
     high = {"lanczos": n, "arpack": n - 1, "power": 1}[method]
     if not is_integer(k) or not 1 <= k <= high:
-        what = {"lanczos": "the number of trainable parameters", "arpack": "the parameter count - 1, for ARPACK",
-                "power": "power iteration finds one eigenvalue"}[method]
+        what = {
+            "lanczos": "the number of trainable parameters",
+            "arpack": "the parameter count - 1, for ARPACK",
+            "power": "power iteration finds one eigenvalue",
+        }[method]
         raise ConfigError(f"Expected argument `k` to be an integer in [1, {high}] ({what}) but got {k!r}")
     check_number("tol", tol, minimum=0)
     if method == "power":
@@ -228,8 +247,16 @@ def hessian_trace(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Ten
     return total / n_probes
 
 
-def hessian_spectral_density(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, n_probes: int = 1, n_steps: int = 100,
-                             n_grid: int = 1000, sigma: Optional[float] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian_spectral_density(
+    net: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_probes: int = 1,
+    n_steps: int = 100,
+    n_grid: int = 1000,
+    sigma: Optional[float] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The Hessian eigenvalue density φ(t) = (1/P) Σ_i δ(t − λ_i), smoothed by a Gaussian of width σ, by
     stochastic Lanczos quadrature as PyHessian computes it (Ghorbani, Krishnan & Xiao, 2019):
 
@@ -275,7 +302,9 @@ def hessian_spectral_density(net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y
 
 
 # ---- stability threshold of the optimizer -------------------------------------------------------
-def stability_threshold(optimizer: str, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0) -> Optional[float]:
+def stability_threshold(
+    optimizer: str, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
+) -> Optional[float]:
     """The largest sharpness λ = λ_max(∇²L) at which full-batch ``optimizer`` is stable on a quadratic.
 
     Along one Hessian eigendirection, L = ½ λ w². SGD with step η, coupled weight decay δ and
@@ -321,8 +350,10 @@ def optimizer_stability_threshold(optimizer: Optional[torch.optim.Optimizer]) ->
     """
     if not isinstance(optimizer, torch.optim.SGD):
         return None
-    settings = {(g["lr"] * (1 - g.get("dampening", 0.0)), g.get("momentum", 0.0), bool(g.get("nesterov", False)), g.get("weight_decay", 0.0))
-                for g in optimizer.param_groups}
+    settings = {
+        (g["lr"] * (1 - g.get("dampening", 0.0)), g.get("momentum", 0.0), bool(g.get("nesterov", False)), g.get("weight_decay", 0.0))
+        for g in optimizer.param_groups
+    }
     if len(settings) != 1:
         return None
     lr, momentum, nesterov, weight_decay = settings.pop()
@@ -362,8 +393,18 @@ class HessianSharpness(ProbeCallback):
             unknown ``method``, or k > 1 with ``power``.
     """
 
-    def __init__(self, every_n_epochs: int = 1, probe_size: Optional[int] = 128, k: int = 1, tol: float = 1e-3, trace: bool = False, seed: int = 0,
-                 method: Method = "lanczos", per_layer: bool = False, density: bool = False) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        probe_size: Optional[int] = 128,
+        k: int = 1,
+        tol: float = 1e-3,
+        trace: bool = False,
+        seed: int = 0,
+        method: Method = "lanczos",
+        per_layer: bool = False,
+        density: bool = False,
+    ) -> None:
         super().__init__(every_n_epochs, probe_size, seed)
         check_positive_int("k", k)
         check_number("tol", tol, minimum=0)
@@ -374,8 +415,9 @@ class HessianSharpness(ProbeCallback):
             raise ConfigError(f"Expected argument `k` to be 1 with method='power' (power iteration finds one eigenvalue) but got {k!r}")
         self.k, self.tol, self.trace, self.method, self.per_layer, self.density = k, tol, trace, method, per_layer, density
 
-    def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: float,
-                threshold: Optional[float] = None) -> dict[str, float]:
+    def measure(
+        self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, lr: float, threshold: Optional[float] = None
+    ) -> dict[str, float]:
         """The logged values for one call (no Lightning involved); ``threshold`` (the optimizer's
         stability threshold, :func:`optimizer_stability_threshold`) is logged unless None."""
         start = time.perf_counter()
@@ -387,7 +429,9 @@ class HessianSharpness(ProbeCallback):
         if self.trace:
             values["sharpness/trace"] = hessian_trace(net, loss_fn, x, y)
         if self.per_layer:
-            values.update({f"sharpness/lambda_max/{layer}": lam for layer, lam in hessian_layer_top_eigs(net, loss_fn, x, y, self.tol).items()})
+            values.update(
+                {f"sharpness/lambda_max/{layer}": lam for layer, lam in hessian_layer_top_eigs(net, loss_fn, x, y, self.tol).items()}
+            )
         values["diag/sharpness_seconds"] = time.perf_counter() - start
         return values
 
@@ -415,6 +459,14 @@ def log_density(trainer: pl.Trainer, tag: str, grid: torch.Tensor, density: torc
     for logger in trainer.loggers:
         writer = getattr(logger, "experiment", None)
         if hasattr(writer, "add_histogram_raw"):
-            writer.add_histogram_raw(tag, min=float(grid[0]), max=float(grid[-1]), num=float(mass.sum()), sum=float(mass @ grid),
-                                     sum_squares=float(mass @ grid**2), bucket_limits=(grid + step / 2).tolist(),
-                                     bucket_counts=mass.tolist(), global_step=trainer.global_step)
+            writer.add_histogram_raw(
+                tag,
+                min=float(grid[0]),
+                max=float(grid[-1]),
+                num=float(mass.sum()),
+                sum=float(mass @ grid),
+                sum_squares=float(mass @ grid**2),
+                bucket_limits=(grid + step / 2).tolist(),
+                bucket_counts=mass.tolist(),
+                global_step=trainer.global_step,
+            )

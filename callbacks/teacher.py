@@ -21,8 +21,7 @@ import pytorch_lightning as pl
 import torch
 from typing_extensions import override
 
-from callbacks.diagnostic import Diagnostic
-from callbacks.diagnostic import module_net
+from callbacks.diagnostic import Diagnostic, module_net
 from lightning_modules.checks import ConfigError
 from lightning_modules.nets.mlp import TwoLayerMLP
 
@@ -86,9 +85,10 @@ class TeacherRecovery(Diagnostic):
         of the teacher's input size (the CLI calls this before any log is written)."""
         super().check_fit(pl_module, data)
         if getattr(data, "teacher", None) is None:
-            raise ConfigError(f"Expected a DataModule with a `teacher` (e.g. datamodules.synthetic.TeacherStudent) for TeacherRecovery but got {type(data).__name__}")
+            raise ConfigError(
+                f"Expected a DataModule with a `teacher` (e.g. datamodules.synthetic.TeacherStudent) for TeacherRecovery but got {type(data).__name__}"
+            )
         match_neurons(module_net(pl_module), data.teacher)  # raises on a student that is no TwoLayerMLP
-
 
     @override
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

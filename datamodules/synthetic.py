@@ -53,8 +53,9 @@ class GaussianMixture(TensorDataModule):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
-                         eval_batch_size=eval_batch_size)
+        super().__init__(
+            n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
+        )
         check_positive_int("dim", dim)
         check_bool("xor", xor)
         check_int("n_clusters", n_clusters, minimum=2)
@@ -192,8 +193,9 @@ class SparseParity(TensorDataModule):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
-                         eval_batch_size=eval_batch_size)
+        super().__init__(
+            n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
+        )
         check_positive_int("n", n)
         check_positive_int("k", k)
         if k > n:
@@ -411,8 +413,9 @@ class LowDimManifold(TensorDataModule):
     ) -> None:
         check_choice("target", target, ("teacher", "sign"))
         self.classification = target == "sign"  # before the base checks label_noise against it
-        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
-                         eval_batch_size=eval_batch_size)
+        super().__init__(
+            n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
+        )
         check_positive_int("d0", d0)
         check_positive_int("d", d)
         check_positive_int("teacher_width", teacher_width)
@@ -482,8 +485,9 @@ class SignalNoisePatches(TensorDataModule):
         label_noise: float = 0.1,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise,
-                         eval_batch_size=eval_batch_size)
+        super().__init__(
+            n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
+        )
         check_int("dim", dim, minimum=2)
         check_number("signal_norm", signal_norm, 0.0)
         check_number("noise_std", noise_std, 0.0, strict_minimum=True)

@@ -73,8 +73,9 @@ class EpochPermutation:
 class TensorBatches:
     """An iterable of ``(x[idx], y[idx])`` batches over a :class:`Split`; Lightning takes it as a loader."""
 
-    def __init__(self, split: Split, batch_size: Optional[int], shuffle: bool = False, seed: int = 0,
-                 progress: Optional[Callable[[], int]] = None) -> None:
+    def __init__(
+        self, split: Split, batch_size: Optional[int], shuffle: bool = False, seed: int = 0, progress: Optional[Callable[[], int]] = None
+    ) -> None:
         self.split, self.progress = split, progress
         self.sampler = EpochPermutation(len(split), batch_size, shuffle, seed, device=split.x.device)
         self.batch_sampler = None  # Lightning inspects loaders for these two attributes
@@ -144,7 +145,9 @@ class TensorDataModule(pl.LightningDataModule):
         check_int("seed", seed)
         check_probability("label_noise", label_noise)
         if label_noise > 0 and not self.classification:
-            raise ConfigError(f"Expected argument `label_noise` to be 0 for the regression data {type(self).__name__} but got {label_noise!r}")
+            raise ConfigError(
+                f"Expected argument `label_noise` to be 0 for the regression data {type(self).__name__} but got {label_noise!r}"
+            )
         self.n_train, self.n_test, self.batch_size, self.seed = n_train, n_test, batch_size, seed
         self.label_noise, self.eval_batch_size = label_noise, eval_batch_size
         self.train: Optional[Split] = None
@@ -212,8 +215,13 @@ class TensorDataModule(pl.LightningDataModule):
         """The loader of one split: ``train`` in minibatches of ``batch_size``, shuffled by (seed, epoch);
         ``train_eval`` and ``test`` in order, in chunks of ``eval_batch_size``. ``seed`` defaults to the data seed."""
         train = split == "train"
-        return TensorBatches(self.split_on_device(split), self.batch_size if train else self.eval_batch_size, shuffle=train,
-                             seed=self.seed if seed is None else seed, progress=progress)
+        return TensorBatches(
+            self.split_on_device(split),
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed if seed is None else seed,
+            progress=progress,
+        )
 
     def batch_order(self, split: SplitName = "train", seed: Optional[int] = None, epoch: int = 0) -> list[Optional[torch.Tensor]]:
         """The index batches that :meth:`batches` (so :meth:`train_dataloader`, for the data seed) yields

@@ -104,17 +104,27 @@ class ImageClassification(TensorDataModule):
         eval_batch_size: int = 8192,
     ) -> None:
         # The base validates positive integers; None (= all images) is resolved in build.
-        super().__init__(n_train=1 if n_train is None else n_train, n_test=1 if n_test is None else n_test, batch_size=batch_size,
-                         seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size)
+        super().__init__(
+            n_train=1 if n_train is None else n_train,
+            n_test=1 if n_test is None else n_test,
+            batch_size=batch_size,
+            seed=seed,
+            label_noise=label_noise,
+            eval_batch_size=eval_batch_size,
+        )
         self.n_train, self.n_test = n_train, n_test
         for name, value, limit in (("n_train", n_train, self.sizes[0]), ("n_test", n_test, self.sizes[1])):
             if value is not None and value > limit:
-                raise ConfigError(f"Expected argument `{name}` to be <= {limit} (the {type(self).__name__} {name[2:]} set) or null but got {value!r}")
+                raise ConfigError(
+                    f"Expected argument `{name}` to be <= {limit} (the {type(self).__name__} {name[2:]} set) or null but got {value!r}"
+                )
         for name, flag in (("flatten", flatten), ("normalize", normalize), ("download", download)):
             check_bool(name, flag)
         classes = list(range(self.all_classes)) if classes is None else list(classes)
         if len(classes) < 2 or len(set(classes)) != len(classes) or not all(is_integer(c) and 0 <= c < self.all_classes for c in classes):
-            raise ConfigError(f"Expected argument `classes` to be at least two distinct integers in 0..{self.all_classes - 1} or null but got {classes!r}")
+            raise ConfigError(
+                f"Expected argument `classes` to be at least two distinct integers in 0..{self.all_classes - 1} or null but got {classes!r}"
+            )
         self.data_dir, self.classes, self.flatten, self.normalize, self.download = Path(data_dir), classes, flatten, normalize, download
         message = None if download else self.missing_files()
         if message:
@@ -159,7 +169,9 @@ class ImageClassification(TensorDataModule):
         if not self.download or self.missing_files() is None:
             return
         chain = [self.folder, *self.folder.parents]
-        created = [d for d in chain[: chain.index(self.data_dir.resolve()) + 1] if not d.exists()] if self.data_dir.resolve() in chain else []
+        created = (
+            [d for d in chain[: chain.index(self.data_dir.resolve()) + 1] if not d.exists()] if self.data_dir.resolve() in chain else []
+        )
         try:
             self.download_files()
         except (OSError, RuntimeError, tarfile.TarError) as err:
@@ -167,8 +179,10 @@ class ImageClassification(TensorDataModule):
                 shutil.rmtree(folder, ignore_errors=True)
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             cause = " ".join(dict.fromkeys([lines[0], lines[-1]]))  # what failed, and the deepest reason (torchvision lists its mirrors)
-            raise ConfigError(f"Expected to download {type(self).__name__} into {self.folder} but the download failed ({cause}); "
-                              f"place the files there by hand and pass download: false") from err
+            raise ConfigError(
+                f"Expected to download {type(self).__name__} into {self.folder} but the download failed ({cause}); "
+                f"place the files there by hand and pass download: false"
+            ) from err
 
     def prepare_data(self) -> None:
         """Download on one process per node before ``setup`` (Lightning calls it), if asked to."""
@@ -181,7 +195,9 @@ class ImageClassification(TensorDataModule):
             x, y = self.load(train)
             available = int(torch.isin(y, torch.tensor(self.classes)).sum())
             if n is not None and n > available:
-                raise ConfigError(f"Expected argument `{name}` to be <= {available} (the images of classes {self.classes} in {self.folder}) or null but got {n!r}")
+                raise ConfigError(
+                    f"Expected argument `{name}` to be <= {available} (the images of classes {self.classes} in {self.folder}) or null but got {n!r}"
+                )
             idx = stratified_indices(y, self.classes, n, generator)
             relabel = torch.full((self.all_classes,), -1, dtype=torch.long)
             relabel[self.classes] = torch.arange(len(self.classes))
@@ -233,14 +249,18 @@ class MNIST(ImageClassification):
                         shutil.copyfileobj(src, dst)
                 except (OSError, EOFError) as err:
                     Path(f"{path}.tmp").unlink(missing_ok=True)
-                    raise ConfigError(f"Expected {path}.gz to be a gzip file of the MNIST idx file {name} but it cannot be unpacked ({err})") from err
+                    raise ConfigError(
+                        f"Expected {path}.gz to be a gzip file of the MNIST idx file {name} but it cannot be unpacked ({err})"
+                    ) from err
                 os.replace(f"{path}.tmp", path)
         prefix = "train" if train else "t10k"
         images = check_idx_file(self.folder / f"{prefix}-images-idx3-ubyte", (None, 28, 28))
         check_idx_file(self.folder / f"{prefix}-labels-idx1-ubyte", (images[0],))
         data = torchvision.datasets.MNIST(str(self.data_dir), train=train, download=False)
         if data.targets.numel() and int(data.targets.max()) >= self.all_classes:
-            raise ConfigError(f"Expected the labels in {self.folder / f'{prefix}-labels-idx1-ubyte'} to be digits 0..9 but got {int(data.targets.max())}")
+            raise ConfigError(
+                f"Expected the labels in {self.folder / f'{prefix}-labels-idx1-ubyte'} to be digits 0..9 but got {int(data.targets.max())}"
+            )
         return data.data[:, None], data.targets  # (N, 1, 28, 28) uint8, (N,)
 
 
@@ -258,11 +278,15 @@ def check_idx_file(path: Path, shape: tuple[Optional[int], ...]) -> tuple[int, .
     head = path.read_bytes()[: 4 + 4 * len(shape)]
     size = path.stat().st_size
     if len(head) < 4 or head[:3] != bytes([0, 0, 0x08]) or head[3] != len(shape) or len(head) < 4 + 4 * len(shape):
-        raise ConfigError(f"Expected {path} to be an idx file of unsigned bytes with shape {expected} (magic 0x0000080{len(shape)}) but its header is {head[:4].hex() or 'empty'}")
+        raise ConfigError(
+            f"Expected {path} to be an idx file of unsigned bytes with shape {expected} (magic 0x0000080{len(shape)}) but its header is {head[:4].hex() or 'empty'}"
+        )
     dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(len(shape)))
     if any(want is not None and want != got for want, got in zip(shape, dims)) or size != len(head) + math.prod(dims):
-        raise ConfigError(f"Expected {path} to hold {expected} bytes after its header but it declares {' × '.join(map(str, dims))} "
-                          f"and holds {size - len(head)} bytes (truncated or not this file)")
+        raise ConfigError(
+            f"Expected {path} to hold {expected} bytes after its header but it declares {' × '.join(map(str, dims))} "
+            f"and holds {size - len(head)} bytes (truncated or not this file)"
+        )
     return dims
 
 
@@ -354,8 +378,19 @@ class MNIST1D(ImageClassification):
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
     ) -> None:
-        super().__init__(data_dir=data_dir, classes=classes, flatten=flatten, normalize=normalize, download=False, n_train=n_train,
-                         n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size)
+        super().__init__(
+            data_dir=data_dir,
+            classes=classes,
+            flatten=flatten,
+            normalize=normalize,
+            download=False,
+            n_train=n_train,
+            n_test=n_test,
+            batch_size=batch_size,
+            seed=seed,
+            label_noise=label_noise,
+            eval_batch_size=eval_batch_size,
+        )
 
     @property
     def folder(self) -> Path:

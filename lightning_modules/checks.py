@@ -87,8 +87,16 @@ def check_int(name: str, value: object, minimum: Optional[int] = None, maximum: 
         _fail(name, expected + (" or null" if allow_none else ""), value)
 
 
-def check_number(name: str, value: object, minimum: Optional[float] = None, maximum: Optional[float] = None, *,
-                 strict_minimum: bool = False, strict_maximum: bool = False, allow_none: bool = False) -> None:
+def check_number(
+    name: str,
+    value: object,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    *,
+    strict_minimum: bool = False,
+    strict_maximum: bool = False,
+    allow_none: bool = False,
+) -> None:
     """Raise unless ``value`` is a finite real number (not a boolean, nan or inf) with
     ``minimum <= value <= maximum`` (``<`` where ``strict_*``), or None when ``allow_none``.
 

@@ -31,7 +31,9 @@ def check_ist_net(net: nn.Module, parts: int = 1) -> None:
     if not all(hasattr(net, a) for a in ("features", "fc2", "c2", "width")):
         raise ConfigError(f"Expected a two-layer net (TwoLayerMLP) for rule `ist` but got {type(net).__name__}")
     if parts > net.width:
-        raise ConfigError(f"Expected argument `ist_parts` to be <= the net's width {net.width} (a hidden unit per subnetwork) but got {parts}")
+        raise ConfigError(
+            f"Expected argument `ist_parts` to be <= the net's width {net.width} (a hidden unit per subnetwork) but got {parts}"
+        )
 
 
 def ist_loss(net: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, parts: int, generator: torch.Generator) -> torch.Tensor:

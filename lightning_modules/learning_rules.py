@@ -279,10 +279,14 @@ def apply_rule(net: nn.Module, rule: str, feedback_scale: float = 1.0, seed: int
     if rule == "backprop":
         return net
     if feedback_layers(net):
-        raise ConfigError(f"Expected argument `net` to be a plain network but it was already converted to rule {next(iter(feedback_layers(net).values())).rule!r}")
+        raise ConfigError(
+            f"Expected argument `net` to be a plain network but it was already converted to rule {next(iter(feedback_layers(net).values())).rule!r}"
+        )
     layers = [(name, m) for name, m in net.named_modules() if type(m) in _CONVERTED]
     if not layers:
-        raise ConfigError(f"Expected argument `net` to contain nn.Linear or nn.Conv2d layers for rule {rule!r} but got {type(net).__name__}")
+        raise ConfigError(
+            f"Expected argument `net` to contain nn.Linear or nn.Conv2d layers for rule {rule!r} but got {type(net).__name__}"
+        )
     tap = _OutputErrorTap() if rule == "dfa" else None
     for name, layer in layers:
         layer.__class__ = _CONVERTED[type(layer)]  # same object: parameters, hooks and keys stay

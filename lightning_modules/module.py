@@ -87,14 +87,16 @@ class MemberMean(Metric):
         return self.total / self.count
 
 
-def check_ensemble(net: nn.Module, size: int, rule: str, optimizer: str, layer_lr: Optional[dict], replicas: int,
-                   seed: Optional[int]) -> None:
+def check_ensemble(
+    net: nn.Module, size: int, rule: str, optimizer: str, layer_lr: Optional[dict], replicas: int, seed: Optional[int]
+) -> None:
     """What a stacked seed ensemble of ``size`` members cannot train exactly like ``size`` separate runs.
 
     Raises:
         ConfigError: a rule other than backprop and fa, an optimizer whose step is not elementwise (SAM,
             Entropy-SGD), ``layer_lr``, replicas, no seed, or a net with dropout or batch norm.
     """
+
     def refuse(expected: str, got: object) -> None:
         raise ConfigError(f"Expected {expected} with `ensemble` = {size} (each member must step as a run of its own) but got {got!r}")
 
@@ -201,7 +203,9 @@ class SupervisedModule(pl.LightningModule):
             check_ensemble(net, ensemble, rule, optimizer, layer_lr, replicas, seed)
         if replica_seeds is not None:
             if not isinstance(replica_seeds, (list, tuple)) or len(replica_seeds) != replicas - 1:
-                raise ConfigError(f"Expected argument `replica_seeds` to hold replicas - 1 = {replicas - 1} seeds but got {replica_seeds!r}")
+                raise ConfigError(
+                    f"Expected argument `replica_seeds` to hold replicas - 1 = {replicas - 1} seeds but got {replica_seeds!r}"
+                )
             for seed_r in replica_seeds:
                 check_int("replica_seeds", seed_r)
         self.save_hyperparameters(ignore=["net"], logger=False)
@@ -222,8 +226,9 @@ class SupervisedModule(pl.LightningModule):
         self.layer_lr = dict(layer_lr or {})
         self.configure_optimizers_now()  # validate layer names and optimizer settings now, not at fit time
         self.metrics = nn.ModuleDict({f"{split}_{what}": MeanMetric() for split in ("train", "test") for what in ("loss", "acc")})
-        self.member_metrics = nn.ModuleDict({f"{split}_{what}": MemberMean(ensemble) for split in ("train", "test")
-                                             for what in ("loss", "acc") if ensemble > 1})
+        self.member_metrics = nn.ModuleDict(
+            {f"{split}_{what}": MemberMean(ensemble) for split in ("train", "test") for what in ("loss", "acc") if ensemble > 1}
+        )
         self.diverged_at_step: Optional[int] = None
         self.last_eval_step: Optional[int] = None  # global step of the latest whole-set evaluation
         self._replica_orders: dict[tuple[int, int], list] = {}
@@ -240,8 +245,10 @@ class SupervisedModule(pl.LightningModule):
         if stage == "fit" and self.trainer is not None:
             self.check_trainer(self.trainer.accumulate_grad_batches, self.trainer.precision)
             if self.hparams.ensemble > 1 and self.trainer.gradient_clip_val:
-                raise ConfigError(f"Expected `trainer.gradient_clip_val` to be null with `ensemble` = {self.hparams.ensemble} "
-                                  f"(the norm would couple the members) but got {self.trainer.gradient_clip_val!r}")
+                raise ConfigError(
+                    f"Expected `trainer.gradient_clip_val` to be null with `ensemble` = {self.hparams.ensemble} "
+                    f"(the norm would couple the members) but got {self.trainer.gradient_clip_val!r}"
+                )
 
     def check_trainer(self, accumulate_grad_batches: int, precision: str) -> None:
         """Trainer settings the optimizer cannot follow; the CLI calls this (with the precision asked for)
@@ -257,11 +264,15 @@ class SupervisedModule(pl.LightningModule):
         if optimizer not in ("sam", "entropy_sgd"):
             return
         if accumulate_grad_batches != 1:
-            raise ConfigError(f"Expected `trainer.accumulate_grad_batches` to be 1 for optimizer {optimizer!r} (each step re-evaluates "
-                              f"the loss on its own batch) but got {accumulate_grad_batches!r}")
+            raise ConfigError(
+                f"Expected `trainer.accumulate_grad_batches` to be 1 for optimizer {optimizer!r} (each step re-evaluates "
+                f"the loss on its own batch) but got {accumulate_grad_batches!r}"
+            )
         if str(precision) in ("16", "16-mixed"):
-            raise ConfigError(f"Expected `trainer.precision` to be 32-true, bf16-mixed or bf16-true for optimizer {optimizer!r} "
-                              f"(16-bit mixed precision steps without the closure it needs) but got {precision!r}")
+            raise ConfigError(
+                f"Expected `trainer.precision` to be 32-true, bf16-mixed or bf16-true for optimizer {optimizer!r} "
+                f"(16-bit mixed precision steps without the closure it needs) but got {precision!r}"
+            )
 
     def check_data(self, data) -> None:
         """Settings that only the data can refute; the CLI calls this before any log is written.
@@ -274,15 +285,18 @@ class SupervisedModule(pl.LightningModule):
         if data is not None and not getattr(data, "classification", True) and hp.loss != "mse":
             raise ConfigError(f"Expected argument `loss` to be mse for the regression data {type(data).__name__} but got {hp.loss!r}")
         if hp.replicas > 1 and not callable(getattr(data, "batch_order", None)):
-            raise ConfigError(f"Expected a DataModule with `batch_order` (a TensorDataModule) for replicas = {hp.replicas} "
-                              f"but got {type(data).__name__}")
+            raise ConfigError(
+                f"Expected a DataModule with `batch_order` (a TensorDataModule) for replicas = {hp.replicas} but got {type(data).__name__}"
+            )
         train = getattr(data, "train", None)  # the prepared split, when there is one (image sets may say n_train = null)
         n_train, batch_size = len(train.x) if train is not None else getattr(data, "n_train", None), getattr(data, "batch_size", 0)
         if hp.rule == "ist" and isinstance(n_train, int):
             sizes = [n_train] if not batch_size or batch_size >= n_train else [batch_size, n_train % batch_size or batch_size]
             if min(sizes) < hp.ist_parts:
-                raise ConfigError(f"Expected every batch to hold at least `ist_parts` = {hp.ist_parts} samples (one per subnetwork) "
-                                  f"but n_train = {n_train} with batch_size = {batch_size} gives a batch of {min(sizes)}")
+                raise ConfigError(
+                    f"Expected every batch to hold at least `ist_parts` = {hp.ist_parts} samples (one per subnetwork) "
+                    f"but n_train = {n_train} with batch_size = {batch_size} gives a batch of {min(sizes)}"
+                )
 
     # ---- training ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -335,8 +349,12 @@ class SupervisedModule(pl.LightningModule):
             groups += [{**group, "block": r} for group in param_groups(net, hp.lr, self.layer_lr)]
         hyper = {
             "sam": {"rho": hp.sam_rho},
-            "entropy_sgd": {"gamma": hp.entropy_gamma, "inner_steps": hp.entropy_inner_steps,
-                            "inner_lr": hp.entropy_inner_lr, "noise": hp.entropy_noise},
+            "entropy_sgd": {
+                "gamma": hp.entropy_gamma,
+                "inner_steps": hp.entropy_inner_steps,
+                "inner_lr": hp.entropy_inner_lr,
+                "noise": hp.entropy_noise,
+            },
         }.get(hp.optimizer, {})
         return build_optimizer(hp.optimizer, groups, hp.lr, hp.momentum, hp.weight_decay, **hyper)
 

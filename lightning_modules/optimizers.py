@@ -37,8 +37,10 @@ Closure = Callable[[], Optional[torch.Tensor]]
 def _evaluate(closure: Optional[Closure], params: list[torch.Tensor], who: str) -> Optional[torch.Tensor]:
     """Clear ``.grad`` and run the closure (forward + backward) with autograd on."""
     if closure is None:
-        raise ConfigError(f"Expected argument `closure` to re-evaluate the loss and its gradients ({who} calls it "
-                         "several times per step) but got None; 16-bit mixed precision is not supported")
+        raise ConfigError(
+            f"Expected argument `closure` to re-evaluate the loss and its gradients ({who} calls it "
+            "several times per step) but got None; 16-bit mixed precision is not supported"
+        )
     for p in params:
         p.grad = None
     with torch.enable_grad():
@@ -79,8 +81,16 @@ class SAM(torch.optim.Optimizer):
         ConfigError: on an unknown ``base_optimizer``, an out-of-range number or a non-boolean ``adaptive``.
     """
 
-    def __init__(self, params: Iterable, base_optimizer: Literal["sgd", "adam"] = "sgd", rho: float = 0.05, adaptive: bool = False,
-                 lr: float = 0.1, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        base_optimizer: Literal["sgd", "adam"] = "sgd",
+        rho: float = 0.05,
+        adaptive: bool = False,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
         check_choice("base_optimizer", base_optimizer, ("sgd", "adam"))
         check_number("rho", rho, 0.0, strict_minimum=True)
         check_bool("adaptive", adaptive)
@@ -181,9 +191,19 @@ class EntropySGD(torch.optim.Optimizer):
         ConfigError: on an out-of-range number.
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.1, gamma: float = 0.03, inner_steps: int = 5, inner_lr: float = 0.1,
-                 noise: float = 1e-4, alpha: float = 0.75, momentum: float = 0.0, weight_decay: float = 0.0,
-                 generator: Optional[torch.Generator] = None) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 0.1,
+        gamma: float = 0.03,
+        inner_steps: int = 5,
+        inner_lr: float = 0.1,
+        noise: float = 1e-4,
+        alpha: float = 0.75,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
         check_number("lr", lr, 0.0)
         check_number("gamma", gamma, 0.0, strict_minimum=True)
         check_positive_int("inner_steps", inner_steps)
@@ -192,8 +212,15 @@ class EntropySGD(torch.optim.Optimizer):
         check_number("alpha", alpha, 0.0, 1.0, strict_minimum=True)
         check_number("momentum", momentum, 0.0, 1.0, strict_maximum=True)
         check_number("weight_decay", weight_decay, 0.0)
-        defaults = {"lr": lr, "gamma": gamma, "inner_lr": inner_lr, "noise": noise, "alpha": alpha,
-                    "momentum": momentum, "weight_decay": weight_decay}
+        defaults = {
+            "lr": lr,
+            "gamma": gamma,
+            "inner_lr": inner_lr,
+            "noise": noise,
+            "alpha": alpha,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+        }
         super().__init__(params, defaults)
         self.inner_steps, self.generator = inner_steps, generator
 
@@ -253,12 +280,17 @@ def _plain(name: str, groups: Iterable, lr: float, momentum: float, weight_decay
     return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
 
-_HYPER = {"sgd": (), "adam": (), "sam": ("rho", "adaptive", "base_optimizer"),
-          "entropy_sgd": ("gamma", "inner_steps", "inner_lr", "noise", "alpha")}
+_HYPER = {
+    "sgd": (),
+    "adam": (),
+    "sam": ("rho", "adaptive", "base_optimizer"),
+    "entropy_sgd": ("gamma", "inner_steps", "inner_lr", "noise", "alpha"),
+}
 
 
-def build_optimizer(name: OptimizerName, param_groups: Iterable, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                    **hyper: object) -> torch.optim.Optimizer:
+def build_optimizer(
+    name: OptimizerName, param_groups: Iterable, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, **hyper: object
+) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``param_groups`` (a list of dicts with ``params`` and ``lr``, or parameters).
 
     ``sgd``: torch SGD (heavy-ball momentum, coupled weight decay). ``adam``: torch Adam (β1 = 0.9,

@@ -26,10 +26,10 @@ from typing import Any, Optional
 
 import yaml
 from pytorch_lightning import Trainer
-from torch import nn
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import MisconfigurationException, SIGTERMException
+from torch import nn
 
 from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
@@ -43,24 +43,23 @@ from overparam.summary import SummaryLogger, config_hash, write_summary
 
 # stderr is for problems only: Lightning's notices (accelerator found, logger tips, "max_epochs
 # reached", checkpoint loading defaults) are facts the run's own output and config already state.
-for _name in ("lightning_fabric.utilities.seed", "pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-              "pytorch_lightning.trainer.connectors.checkpoint_connector", "pytorch_lightning.accelerators.cuda"):
+for _name in (
+    "lightning_fabric.utilities.seed",
+    "pytorch_lightning.utilities.rank_zero",
+    "lightning_fabric.utilities.rank_zero",
+    "pytorch_lightning.trainer.connectors.checkpoint_connector",
+    "pytorch_lightning.accelerators.cuda",
+):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # raised inside Lightning
 # build_cli passes sys.argv[1:] (behind the default experiment) as `args` on purpose.
 warnings.filterwarnings("ignore", message=r".*args parameter is intended to run from within Python")
 #: The classes a config gets when it names none (``--help`` shows them as defaults).
-DEFAULT_CLASSES = {
-    "model": {"class_path": "lightning_modules.module.SupervisedModule",
-              "init_args": {"net": {"class_path": "lightning_modules.nets.mlp.TwoLayerMLP"}}},
-    "data": {"class_path": "datamodules.synthetic.GaussianMixture"},
-}
-
-
-
-
-
-
+DEFAULT_CLASSES = {"model": {"class_path": "lightning_modules.module.SupervisedModule"}}
+#: The net and data a config gets when neither it nor the command line names one. They are put in front of the
+#: arguments only then: a class set as a parser default and switched later would pass its defaults for the
+#: arguments both classes share (jsonargparse keeps them), e.g. GaussianMixture's n_train to MNIST.
+DEFAULT_NET, DEFAULT_DATA = "lightning_modules.nets.mlp.TwoLayerMLP", "datamodules.synthetic.GaussianMixture"
 
 
 def run_folder(config_files: list) -> Optional[Path]:
@@ -80,12 +79,6 @@ def run_folder(config_files: list) -> Optional[Path]:
     except ValueError:
         name = Path(path.stem)
     return Path("runs") / name
-
-
-
-
-
-
 
 
 class SuiteProgressBar(RichProgressBar):
@@ -118,8 +111,13 @@ def import_suite() -> dict[str, type]:
         package = importlib.import_module(package_name)
         for info in pkgutil.iter_modules(package.__path__, package_name + "."):
             module = importlib.import_module(info.name)
-            classes.update({name: obj for name, obj in vars(module).items()
-                            if inspect.isclass(obj) and obj.__module__ == module.__name__ and not name.startswith("_")})
+            classes.update(
+                {
+                    name: obj
+                    for name, obj in vars(module).items()
+                    if inspect.isclass(obj) and obj.__module__ == module.__name__ and not name.startswith("_")
+                }
+            )
     return classes
 
 
@@ -155,25 +153,43 @@ def option_choices() -> dict[str, list[str]]:
 
     nets = [c for c in classes.values() if issubclass(c, nn.Module) and c.__module__.startswith("lightning_modules.nets")]
     data = [c for c in classes.values() if issubclass(c, TensorDataModule)]
-    return {"model": params(SupervisedModule), "model.net": params(*nets), "data": params(*data), "trainer": params(Trainer),
-            "": ["config", "ckpt_path", "checkpoint_every_n_epochs", "seed_everything", "model", "data", "trainer", "print_config", "help"],
-            "class": list(classes)}
+    return {
+        "model": params(SupervisedModule),
+        "model.net": params(*nets),
+        "data": params(*data),
+        "trainer": params(Trainer),
+        "": ["config", "ckpt_path", "checkpoint_every_n_epochs", "seed_everything", "model", "data", "trainer", "print_config", "help"],
+        "class": list(classes),
+    }
 
 
 def catalog() -> str:
     """Every net, data set and diagnostic of the suite, one line each (``scripts/train.py --list``)."""
     classes = import_suite()
     groups = {
-        "nets (--model.net NAME)": [c for c in classes.values() if issubclass(c, nn.Module) and c.__module__.startswith("lightning_modules.nets")],
-        "data (--data NAME)": [c for c in classes.values() if issubclass(c, TensorDataModule) and getattr(c, "build", None) is not TensorDataModule.build],
-        "diagnostics (--trainer.callbacks+=NAME)": [c for c in classes.values() if issubclass(c, Callback) and c.__module__.startswith("callbacks.")
-                                                    and "on_train_start" in {m for k in c.__mro__ if k.__module__.startswith("callbacks.") for m in vars(k)}],
+        "nets (--model.net NAME)": [
+            c for c in classes.values() if issubclass(c, nn.Module) and c.__module__.startswith("lightning_modules.nets")
+        ],
+        "data (--data NAME)": [
+            c for c in classes.values() if issubclass(c, TensorDataModule) and getattr(c, "build", None) is not TensorDataModule.build
+        ],
+        "diagnostics (--trainer.callbacks+=NAME)": [
+            c
+            for c in classes.values()
+            if issubclass(c, Callback)
+            and c.__module__.startswith("callbacks.")
+            and "on_train_start" in {m for k in c.__mro__ if k.__module__.startswith("callbacks.") for m in vars(k)}
+        ],
     }
     lines = []
     for title, members in groups.items():
         lines.append(f"{title}:")
-        members = [c for c in members if not any(o is not c and issubclass(o, c) for o in members)  # bases are building blocks
-                   and ("output_dim" in inspect.signature(c.__init__).parameters or not issubclass(c, nn.Module))]  # so are net parts
+        members = [
+            c
+            for c in members
+            if not any(o is not c and issubclass(o, c) for o in members)  # bases are building blocks
+            and ("output_dim" in inspect.signature(c.__init__).parameters or not issubclass(c, nn.Module))
+        ]  # so are net parts
         for cls in sorted(members, key=lambda c: (c.__module__, c.__name__)):
             doc = (inspect.getdoc(cls) or "").split("\n")[0]
             lines.append(f"  {cls.__name__:<24} {cls.__module__}.{cls.__name__}  {doc}")
@@ -203,10 +219,18 @@ class OverparamCLI(LightningCLI):
         parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
-                            help="Checkpoint to resume fit from; 'last' resumes the latest run under default_root_dir in its own folder.")
-        parser.add_argument("--checkpoint_every_n_epochs", type=int, default=1,
-                            help="Save checkpoints/last.ckpt every N epochs (0: only at the end and on SIGTERM/Ctrl-C).")
+        parser.add_argument(
+            "--ckpt_path",
+            type=Optional[str],
+            default=None,
+            help="Checkpoint to resume fit from; 'last' resumes the latest run under default_root_dir in its own folder.",
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_epochs",
+            type=int,
+            default=1,
+            help="Save checkpoints/last.ckpt every N epochs (0: only at the end and on SIGTERM/Ctrl-C).",
+        )
         parser.set_defaults(DEFAULT_CLASSES)
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
         parser.link_arguments("data.output_dim", "model.init_args.net.init_args.output_dim", apply_on="instantiate")
@@ -236,7 +260,9 @@ class OverparamCLI(LightningCLI):
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:  # e.g. an accelerator this machine does not have
-            settings = ", ".join(f"{k}={cfg.get(k)!r}" for k in ("accelerator", "devices", "strategy", "precision") if cfg.get(k) is not None)
+            settings = ", ".join(
+                f"{k}={cfg.get(k)!r}" for k in ("accelerator", "devices", "strategy", "precision") if cfg.get(k) is not None
+            )
             raise ConfigError(f"trainer: Expected settings this machine can run ({settings}) but Lightning says: {err}") from err
 
     def resumable_checkpoint(self, root: Path) -> tuple[Optional[str], Optional[int]]:
@@ -253,18 +279,24 @@ class OverparamCLI(LightningCLI):
         if ckpt == "last":
             last = find_last_checkpoint(root)
             if last is None:
-                raise ConfigError(f"Expected a checkpoint to resume (--ckpt_path last) under {root / 'lightning_logs'} but found no version_*/checkpoints/last.ckpt")
+                raise ConfigError(
+                    f"Expected a checkpoint to resume (--ckpt_path last) under {root / 'lightning_logs'} but found no version_*/checkpoints/last.ckpt"
+                )
             ckpt, version = str(last), int(last.parent.parent.name.split("_", 1)[1])
         if not Path(ckpt).is_file():
             raise ConfigError(f"Expected --ckpt_path to be 'last' or a checkpoint file but got {ckpt!r} (no such file)")
         stored = stored_config_hash(Path(ckpt))
         if stored is not None and stored != self.config_hash:
-            raise ConfigError(f"Expected {ckpt} to be written under this config but it was written under another "
-                              f"(config hash {stored}, this one {self.config_hash}); give this config its own --trainer.default_root_dir")
+            raise ConfigError(
+                f"Expected {ckpt} to be written under this config but it was written under another "
+                f"(config hash {stored}, this one {self.config_hash}); give this config its own --trainer.default_root_dir"
+            )
         status = run_status(Path(ckpt).parent.parent) if version is not None else None
         if status in FINISHED:
-            raise ConfigError(f"Expected an unfinished run to resume but {Path(ckpt).parent.parent} has status {status}; "
-                              f"run without --ckpt_path to start a new version under {root}")
+            raise ConfigError(
+                f"Expected an unfinished run to resume but {Path(ckpt).parent.parent} has status {status}; "
+                f"run without --ckpt_path to start a new version under {root}"
+            )
         return ckpt, version
 
 
@@ -301,6 +333,28 @@ def check_config_files(args: list[str]) -> None:
             raise ConfigError(f"Expected --config {name} to be valid YAML but {getattr(err, 'problem', None) or err}{where}") from err
 
 
+def with_default_classes(args: list[str]) -> list[str]:
+    """``args`` with ``--model.net TwoLayerMLP`` / ``--data GaussianMixture`` in front when no config file
+    and no flag in ``args`` names a net / data class (see ``DEFAULT_NET``).
+
+    >>> with_default_classes(["--data", "MNIST"])[:2]
+    ['--model.net', 'lightning_modules.nets.mlp.TwoLayerMLP']
+    """
+    named = {"net": False, "data": False}
+    files = [b for a, b in zip(args, args[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for name in files:
+        config = yaml.safe_load(Path(name).read_text()) or {}
+        net = ((config.get("model") or {}).get("init_args") or {}).get("net")
+        named["net"] |= isinstance(net, str) or (isinstance(net, dict) and "class_path" in net)
+        data = config.get("data")
+        named["data"] |= isinstance(data, str) or (isinstance(data, dict) and "class_path" in data)
+    for arg in args:
+        option = arg.partition("=")[0]
+        named["net"] |= option == "--model.net"
+        named["data"] |= option == "--data"
+    return [*(["--model.net", DEFAULT_NET] if not named["net"] else []), *(["--data", DEFAULT_DATA] if not named["data"] else []), *args]
+
+
 def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) on top of configs/base.yaml (see the module
     docstring for the layering) and instantiate everything."""
@@ -308,7 +362,7 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from the working directory, as with `python -m`
         sys.path.append(os.getcwd())
     check_config_files(args)
-    args = expand_short_names(args, import_suite())
+    args = expand_short_names(with_default_classes(args), import_suite())
     OneLineErrorParser.argv = args
     return OverparamCLI(
         SupervisedModule,
@@ -321,9 +375,11 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
         seed_everything_default=0,
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_config_files": [str(BASE_CONFIG)],
-                       "description": "Fit then test a config (configs/default.yaml without --config). "
-                                      "--list names every net, data set and diagnostic; short class names work."},
+        parser_kwargs={
+            "default_config_files": [str(BASE_CONFIG)],
+            "description": "Fit then test a config (configs/default.yaml without --config). "
+            "--list names every net, data set and diagnostic; short class names work.",
+        },
     )
 
 
@@ -367,8 +423,10 @@ def main(args: Optional[list[str]] = None) -> int:
         if hasattr(cli.datamodule, "prepare_splits"):
             cli.datamodule.prepare_splits()  # data errors (sizes, files) now, before any log is written
         asked = cli.config.as_dict().get("trainer") or {}  # the precision as given: Lightning runs 16-mixed as bf16 on a CPU
-        settings = {"accumulate_grad_batches": cli.trainer.accumulate_grad_batches,
-                    "precision": asked.get("precision") or cli.trainer.precision}
+        settings = {
+            "accumulate_grad_batches": cli.trainer.accumulate_grad_batches,
+            "precision": asked.get("precision") or cli.trainer.precision,
+        }
         check_before_fit(cli.model, cli.datamodule, cli.trainer.callbacks, settings)
     except ValueError as err:  # a ConfigError, maybe wrapped by jsonargparse; any other exception is a bug
         cause = config_error_in(err)
@@ -430,7 +488,9 @@ def main(args: Optional[list[str]] = None) -> int:
         n_params = sum(p.numel() for p in model.net.parameters() if p.requires_grad)
         print(f"model: {type(model.net).__name__}, {n_params:,} trainable parameters, {steps} steps")
         print("final metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
-        measured = {k: v for k, v in sorted(metrics.items()) if k.split("/")[0] not in ("train", "test", "gap", "diag", "epoch", "ensemble")}
+        measured = {
+            k: v for k, v in sorted(metrics.items()) if k.split("/")[0] not in ("train", "test", "gap", "diag", "epoch", "ensemble")
+        }
         headline = {k: v for k, v in measured.items() if k.count("/") == 1}  # per-layer and per-member values stay in summary.json
         if measured:  # the experiment's own quantities: what its config's diagnostics measured last
             more = f" (+{len(measured) - len(headline)} per-layer values in summary.json)" if len(measured) > len(headline) else ""

@@ -9,10 +9,19 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 #: How a type of jsonargparse's report reads in a message.
-TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null",
-              "dict": "a mapping", "list": "a list"}
-_SKIP = re.compile(r"(Problem with given class_path|Does not validate|Subtypes|Errors|Given value|Expected a <class 'NoneType'>"
-                   r"|Expected a path but)")
+TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "NoneType": "null",
+    "dict": "a mapping",
+    "list": "a list",
+}
+_SKIP = re.compile(
+    r"(Problem with given class_path|Does not validate|Subtypes|Errors|Given value|Expected a <class 'NoneType'>"
+    r"|Expected a path but)"
+)
 
 
 def _option_in(argv: Sequence[str], field: str) -> tuple[str, str] | None:
@@ -33,9 +42,9 @@ def _suggestion(word: str, names: Iterable[str]) -> str:
 
 
 def _expected(message: str, reason: str) -> str | None:
-    """"an integer or null" from the ``Subtypes: [<class 'int'>, <class 'NoneType'>]`` of the innermost
+    """ "an integer or null" from the ``Subtypes: [<class 'int'>, <class 'NoneType'>]`` of the innermost
     field of a report (the one after its last ``Parser key``), else the type the reason names."""
-    innermost = message[message.rfind('Parser key "'):] if 'Parser key "' in message else message
+    innermost = message[message.rfind('Parser key "') :] if 'Parser key "' in message else message
     subtypes = re.search(r"Subtypes: \[(.*)\]", innermost)
     found = re.findall(r"<class '([\w.]+)'>", subtypes.group(1) if subtypes else reason)
     words = [TYPE_WORDS.get(name.rsplit(".", 1)[-1], name) for name in dict.fromkeys(found)]

@@ -53,9 +53,17 @@ CLAIMS = {
     "flat_minima": "SAM and Entropy-SGD end flatter than SGD",
 }
 #: What each tag's y axis measures.
-Y_LABELS = {"loss": "loss (whole set)", "acc": "accuracy", "sharpness": "Hessian eigenvalue", "kernel/drift": "||K_t - K_0||_F / ||K_0||_F",
-            "weights/rel_change": "||W_t - W_0||_F / ||W_0||_F", "alignment": "angle (degrees)", "teacher": "cosine",
-            "replica": "relative squared distance", "gap": "test - train (loss), train - test (acc)"}
+Y_LABELS = {
+    "loss": "loss (whole set)",
+    "acc": "accuracy",
+    "sharpness": "Hessian eigenvalue",
+    "kernel/drift": "||K_t - K_0||_F / ||K_0||_F",
+    "weights/rel_change": "||W_t - W_0||_F / ||W_0||_F",
+    "alignment": "angle (degrees)",
+    "teacher": "cosine",
+    "replica": "relative squared distance",
+    "gap": "test - train (loss), train - test (acc)",
+}
 # Panels of a run figure: (title, tags drawn together, y log scale).
 PANELS = [
     ("loss", ["train/loss", "test/loss"], True),
@@ -136,7 +144,7 @@ def run_figure(run: Path, out: Path) -> Optional[Path]:
         ax.set_xlabel("step (updates)")
         ax.set_ylabel(y_label(tags[0]), fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     name = "_".join(run.parts[-3:]).replace("lightning_logs_", "")
     fig.suptitle(f"{experiment_title(name)}\n{run}", fontsize=8)
@@ -219,11 +227,14 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
             ax.set_ylabel(f"final {y_label(metric)}", fontsize=8)
             ax.set_title(metric, fontsize=9)
             ax.legend(fontsize=7)
-        for ax in list(axes.flat)[len(shown):]:
+        for ax in list(axes.flat)[len(shown) :]:
             ax.axis("off")
         configs = sorted({Path(r.get("config") or "").stem for r in rows} - {""})
         spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed per point"
-        fig.suptitle(f"{experiment_title(', '.join(configs) or str(csv_path.parent.name))}\nfinal values vs {key} ({spread}) — {csv_path}", fontsize=8)
+        fig.suptitle(
+            f"{experiment_title(', '.join(configs) or str(csv_path.parent.name))}\nfinal values vs {key} ({spread}) — {csv_path}",
+            fontsize=8,
+        )
         fig.tight_layout()
         path = out / f"sweep_{key.replace('/', '_')}.png"
         fig.savefig(path, dpi=90)
@@ -313,4 +324,3 @@ def main(argv=None) -> int:
     for path in written:
         print(path)
     return 0
-

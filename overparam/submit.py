@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
-def submit_all(launcher: str, execute: Callable[..., dict], jobs: list[tuple], out: Path, parallel: int,
-               timeout_min: int = 24 * 60) -> Iterator[dict]:
+def submit_all(
+    launcher: str, execute: Callable[..., dict], jobs: list[tuple], out: Path, parallel: int, timeout_min: int = 24 * 60
+) -> Iterator[dict]:
     """Submit ``execute(*args)`` for each ``args`` in ``jobs`` and yield the rows as they finish.
 
     ``launcher`` is ``slurm`` (``submitit.AutoExecutor`` on the cluster, array of at most

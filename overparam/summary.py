@@ -17,9 +17,19 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 #: Settings that change where a run is logged or how it is shown, never what it computes: left out of its hash.
-PRESENTATION_KEYS = ("config", "ckpt_path", "checkpoint_every_n_epochs", "trainer.default_root_dir", "trainer.logger",
-                     "trainer.callbacks", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                     "trainer.enable_checkpointing", "trainer.log_every_n_steps", "trainer.accelerator")
+PRESENTATION_KEYS = (
+    "config",
+    "ckpt_path",
+    "checkpoint_every_n_epochs",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.enable_checkpointing",
+    "trainer.log_every_n_steps",
+    "trainer.accelerator",
+)
 
 
 class SummaryLogger(TensorBoardLogger):
@@ -38,7 +48,6 @@ class SummaryLogger(TensorBoardLogger):
                 continue
             self.last[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
             self.last_step[name] = -1 if step is None else int(step)
-
 
     HPARAM_PREFIX = "hparam/"
     #: TensorBoard "Custom Scalars" charts: several tags on one set of axes.
@@ -60,7 +69,9 @@ class SummaryLogger(TensorBoardLogger):
     def log_hparams_summary(self, config: dict, metrics: dict[str, float]) -> None:
         """Record the run's scalar settings and final metrics for TensorBoard's HParams dashboard
         (metrics under ``hparam/<tag>``, so the training curves keep their own tags)."""
-        params = {k: v for k, v in flatten(config).items() if isinstance(v, (bool, int, float, str)) and not k.startswith("trainer.callbacks")}
+        params = {
+            k: v for k, v in flatten(config).items() if isinstance(v, (bool, int, float, str)) and not k.startswith("trainer.callbacks")
+        }
         finals = {f"{self.HPARAM_PREFIX}{k}": v for k, v in metrics.items() if math.isfinite(v)}
         self.log_hyperparams(params, finals)
         save_hparams_to_yaml(Path(self.log_dir) / self.NAME_HPARAMS_FILE, self.hparams)  # Lightning writes it only once, empty
@@ -114,4 +125,3 @@ def write_summary(path: Path, metrics: dict[str, float], config: dict, wall_time
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, default=str))
     os.replace(tmp, path)
-

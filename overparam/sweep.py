@@ -133,8 +133,19 @@ def train_args(config: Optional[str], point: dict[str, str], seed: int, root: Pa
     args = ["--config", config] if config else []
     for key, value in point.items():
         args += [f"--{key}", value]
-    args += ["--seed_everything", str(seed), "--model.seed", str(seed), "--data.seed", str(seed),
-             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false", *extra]
+    args += [
+        "--seed_everything",
+        str(seed),
+        "--model.seed",
+        str(seed),
+        "--data.seed",
+        str(seed),
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
     if resume:
         args += ["--ckpt_path", "last"]
     return args
@@ -160,8 +171,15 @@ def execute(identity: dict, rid: str, point: dict[str, str], seed: int, out: Pat
     root.mkdir(parents=True, exist_ok=True)
     args = train_args(identity["config"], point, seed, root, identity["extra"], resume)
     returncode = workers.train(args, log, threads) if forked else run_subprocess(args, log, threads)
-    row = {**identity_columns(identity), "run_id": rid, **point, "seed": seed,
-           "wall_time_s": round(time.perf_counter() - start, 3), "status": "failed", "log_dir": str(log)}
+    row = {
+        **identity_columns(identity),
+        "run_id": rid,
+        **point,
+        "seed": seed,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "status": "failed",
+        "log_dir": str(log),
+    }
     written = [p for p in root.glob("lightning_logs/version_*/summary.json") if before.get(p) != p.stat().st_mtime_ns]
     if written:
         row.update(summary_row(max(written, key=lambda p: int(p.parent.name.split("_", 1)[1]))))
@@ -176,7 +194,7 @@ def rebuilt_row(identity: dict, rid: str, point: dict[str, str], seed: int, summ
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description="Grid sweep over dotted config keys and seeds; one CSV row per run.")
     parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml; configs/base.yaml is under every config)")
@@ -184,9 +202,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for each grid point")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<config_hash>/<run_id>/")
-    parser.add_argument("--launcher", choices=["local", "local_subprocess", "slurm", "submitit_local"], default="local",
-                        help="local: processes forked from one that imported the suite once; local_subprocess: a new "
-                             "`python scripts/train.py` per run; or submitit (slurm on a cluster; submitit_local: its local executor)")
+    parser.add_argument(
+        "--launcher",
+        choices=["local", "local_subprocess", "slurm", "submitit_local"],
+        default="local",
+        help="local: processes forked from one that imported the suite once; local_subprocess: a new "
+        "`python scripts/train.py` per run; or submitit (slurm on a cluster; submitit_local: its local executor)",
+    )
     args = parser.parse_args(argv)
     try:
         grid = parse_grid(args.grid)
@@ -218,8 +240,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             todo.append((rid, point, seed))
     if rebuilt:
         write_rows(csv_path, rows.values(), swept)
-    print(f"config {identity['config_hash']} ({identity['config'] or 'default'}): {len(runs) - len(todo)} of {len(runs)} runs finished "
-          f"({rebuilt} rows rebuilt from their summary.json); {len(todo)} runs to go")
+    print(
+        f"config {identity['config_hash']} ({identity['config'] or 'default'}): {len(runs) - len(todo)} of {len(runs)} runs finished "
+        f"({rebuilt} rows rebuilt from their summary.json); {len(todo)} runs to go"
+    )
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     def record(row: dict) -> None:
@@ -246,4 +270,3 @@ def main(argv: Optional[list[str]] = None) -> int:
     failed = [key for key in keys if rows.get(key, {}).get("status") not in FINISHED]
     print(f"results: {csv_path} ({len(rows)} rows, {len(failed)} of this sweep's {len(keys)} not finished)")
     return 0 if not failed else 1
-

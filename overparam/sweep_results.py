@@ -78,7 +78,12 @@ def summary_row(summary_path: Path) -> dict:
     """The run's columns from its own summary.json: status, wall time, log folder, final metrics, and the
     exit code its status implies (a finished run's row can be rebuilt from this alone)."""
     summary = json.loads(summary_path.read_text())
-    row = {**summary.get("metrics", {}), "status": summary["status"], "wall_time_s": summary["wall_time_s"], "log_dir": str(summary_path.parent)}
+    row = {
+        **summary.get("metrics", {}),
+        "status": summary["status"],
+        "wall_time_s": summary["wall_time_s"],
+        "log_dir": str(summary_path.parent),
+    }
     if summary["status"] in EXIT_CODES:
         row["returncode"] = EXIT_CODES[summary["status"]]
     return row

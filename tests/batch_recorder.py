@@ -25,12 +25,22 @@ class BatchRecorder(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         data = trainer.datamodule
-        self.steps.append({"epoch": trainer.current_epoch, "batch": batch_idx, "step": trainer.global_step,
-                           "indices": row_indices(batch[0], data.train.x)})
+        self.steps.append(
+            {
+                "epoch": trainer.current_epoch,
+                "batch": batch_idx,
+                "step": trainer.global_step,
+                "indices": row_indices(batch[0], data.train.x),
+            }
+        )
 
     def on_train_end(self, trainer, pl_module) -> None:
         data = trainer.datamodule
-        record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "steps": self.steps,
-                  "train_eval": row_indices(data.split_on_device("train_eval").x, data.train.x),
-                  "test": row_indices(data.split_on_device("test").x, data.test.x)}
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "steps": self.steps,
+            "train_eval": row_indices(data.split_on_device("train_eval").x, data.train.x),
+            "test": row_indices(data.split_on_device("test").x, data.test.x),
+        }
         (Path(trainer.default_root_dir) / f"batches_rank{trainer.global_rank}.json").write_text(json.dumps(record))

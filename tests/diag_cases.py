@@ -52,8 +52,13 @@ def resnet_case(seed: int = 0):
     """conv → BN → relu → residual block (conv, BN) → average pool → linear: 219 parameters."""
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), ResidualBlock(4),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        ResidualBlock(4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).double()
     with torch.no_grad():  # non-trivial BatchNorm affine parameters and running statistics
         for module in net.modules():

@@ -10,8 +10,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_config(config: str, root: Path, *overrides: str, expect_code: int = 0) -> dict:
     """``scripts/train.py --config ROOT/config --trainer.default_root_dir root *overrides``; its summary."""
-    code = main(["--config", str(ROOT / config), "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-                 "--checkpoint_every_n_epochs", "0", *overrides])
+    code = main(
+        [
+            "--config",
+            str(ROOT / config),
+            "--trainer.default_root_dir",
+            str(root),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--checkpoint_every_n_epochs",
+            "0",
+            *overrides,
+        ]
+    )
     assert code == expect_code, f"{config} exited with {code}"
     (summary,) = sorted(root.glob("lightning_logs/version_*/summary.json"))[-1:]
     return json.loads(summary.read_text())

@@ -122,5 +122,7 @@ def test_hessian_and_ntk_of_a_converted_net_are_the_plain_nets(rule):
     x, y = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
     converted(x.requires_grad_()).sum().backward()  # dfa draws its B at the first pass with gradients
     x = x.detach()
-    torch.testing.assert_close(hessian_top_eigs(converted, mse, x, y, k=2, tol=1e-10)[0], hessian_top_eigs(plain, mse, x, y, k=2, tol=1e-10)[0])
+    torch.testing.assert_close(
+        hessian_top_eigs(converted, mse, x, y, k=2, tol=1e-10)[0], hessian_top_eigs(plain, mse, x, y, k=2, tol=1e-10)[0]
+    )
     torch.testing.assert_close(empirical_ntk(converted, x), empirical_ntk(plain, x))

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from overparam.cli import main
 from test_cli import resolved_config
 
-TRAIN = [sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" / "train.py")]
+from overparam.cli import main
 from overparam.status import EXIT_BAD_CONFIG
+
+TRAIN = [sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" / "train.py")]
 
 FA = ["--model.rule", "fa"]
 PARITY = ["--data", "datamodules.synthetic.SparseParity"]
@@ -62,7 +62,9 @@ def test_bad_config_exits_2_with_one_line_naming_the_field(args, field, tmp_path
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:
-            code = main([*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"])
+            code = main(
+                [*args, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"]
+            )
         except SystemExit as exit_info:  # errors found while parsing
             code = exit_info.code
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
@@ -116,11 +118,14 @@ def test_short_class_names_of_the_suite_resolve():
     assert config["trainer"]["callbacks"][-1]["class_path"] == "callbacks.kernel.KernelDrift"
 
 
-@pytest.mark.parametrize("phase, args", [
-    ("parse", ["--model.lrr", "0.1"]),
-    ("instantiation", ["--data.n_train", "-5"]),
-    ("fit", ["--data", "TeacherStudent", "--model.loss", "hinge"]),
-])
+@pytest.mark.parametrize(
+    "phase, args",
+    [
+        ("parse", ["--model.lrr", "0.1"]),
+        ("instantiation", ["--data.n_train", "-5"]),
+        ("fit", ["--data", "TeacherStudent", "--model.loss", "hinge"]),
+    ],
+)
 def test_train_script_errors_are_one_stderr_line_with_exit_2_and_no_log_folder(phase, args, tmp_path):
     """As a user meets them: a separate process, everything on stderr counted (Lightning's own
     notices included), for a fault found while parsing, while building the objects, and one that

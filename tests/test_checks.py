@@ -48,33 +48,39 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the helpers ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("call, message", [
-    (lambda: check_int("n", True), "Expected argument `n` to be an integer but got True"),
-    (lambda: check_int("n", 2.0), "Expected argument `n` to be an integer but got 2.0"),
-    (lambda: check_int("n", "3", minimum=0), "Expected argument `n` to be an integer >= 0 but got '3'"),
-    (lambda: check_int("n", 6, maximum=5), "Expected argument `n` to be an integer <= 5 but got 6"),
-    (lambda: check_int("n", 0, minimum=1, maximum=5), "Expected argument `n` to be an integer in [1, 5] but got 0"),
-    (lambda: check_int("n", None, minimum=1), "Expected argument `n` to be a positive integer but got None"),
-    (lambda: check_int("n", False, minimum=1, allow_none=True), "Expected argument `n` to be a positive integer or null but got False"),
-    (lambda: check_positive_int("width", True), "Expected argument `width` to be a positive integer but got True"),
-    (lambda: check_sizes(width=4, depth=0), "Expected argument `depth` to be a positive integer but got 0"),
-    (lambda: check_number("lr", True, 0.0), "Expected argument `lr` to be a finite number >= 0 but got True"),
-    (lambda: check_number("lr", math.inf, 0.0), "Expected argument `lr` to be a finite number >= 0 but got inf"),
-    (lambda: check_number("lr", math.nan), "Expected argument `lr` to be a finite number but got nan"),
-    (lambda: check_number("lr", "0.1"), "Expected argument `lr` to be a finite number but got '0.1'"),
-    (lambda: check_number("beta", 1.0, 0.0, 1.0, strict_maximum=True), "Expected argument `beta` to be a finite number >= 0 and < 1 but got 1.0"),
-    (lambda: check_number("rho", 0, 0.0, strict_minimum=True), "Expected argument `rho` to be a finite number > 0 but got 0"),
-    (lambda: check_number("x", 2.5, maximum=2), "Expected argument `x` to be a finite number <= 2 but got 2.5"),
-    (lambda: check_number("s", -1.0, 0.0, allow_none=True), "Expected argument `s` to be a finite number >= 0 or null but got -1.0"),
-    (lambda: check_positive("scale", 0.0), "Expected argument `scale` to be a finite number > 0 but got 0.0"),
-    (lambda: check_probability("p", 1.5), "Expected argument `p` to be a probability in [0, 1] but got 1.5"),
-    (lambda: check_probability("p", True), "Expected argument `p` to be a probability in [0, 1] but got True"),
-    (lambda: check_probability("p", math.nan), "Expected argument `p` to be a probability in [0, 1] but got nan"),
-    (lambda: check_probability("p", 1, allow_one=False), "Expected argument `p` to be a probability in [0, 1) but got 1"),
-    (lambda: check_bool("bias", 0), "Expected argument `bias` to be a boolean but got 0"),
-    (lambda: check_bool("bias", "true"), "Expected argument `bias` to be a boolean but got 'true'"),
-    (lambda: check_choice("loss", "l1", ["mse", "hinge"]), "Expected argument `loss` to be one of mse, hinge but got 'l1'"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: check_int("n", True), "Expected argument `n` to be an integer but got True"),
+        (lambda: check_int("n", 2.0), "Expected argument `n` to be an integer but got 2.0"),
+        (lambda: check_int("n", "3", minimum=0), "Expected argument `n` to be an integer >= 0 but got '3'"),
+        (lambda: check_int("n", 6, maximum=5), "Expected argument `n` to be an integer <= 5 but got 6"),
+        (lambda: check_int("n", 0, minimum=1, maximum=5), "Expected argument `n` to be an integer in [1, 5] but got 0"),
+        (lambda: check_int("n", None, minimum=1), "Expected argument `n` to be a positive integer but got None"),
+        (lambda: check_int("n", False, minimum=1, allow_none=True), "Expected argument `n` to be a positive integer or null but got False"),
+        (lambda: check_positive_int("width", True), "Expected argument `width` to be a positive integer but got True"),
+        (lambda: check_sizes(width=4, depth=0), "Expected argument `depth` to be a positive integer but got 0"),
+        (lambda: check_number("lr", True, 0.0), "Expected argument `lr` to be a finite number >= 0 but got True"),
+        (lambda: check_number("lr", math.inf, 0.0), "Expected argument `lr` to be a finite number >= 0 but got inf"),
+        (lambda: check_number("lr", math.nan), "Expected argument `lr` to be a finite number but got nan"),
+        (lambda: check_number("lr", "0.1"), "Expected argument `lr` to be a finite number but got '0.1'"),
+        (
+            lambda: check_number("beta", 1.0, 0.0, 1.0, strict_maximum=True),
+            "Expected argument `beta` to be a finite number >= 0 and < 1 but got 1.0",
+        ),
+        (lambda: check_number("rho", 0, 0.0, strict_minimum=True), "Expected argument `rho` to be a finite number > 0 but got 0"),
+        (lambda: check_number("x", 2.5, maximum=2), "Expected argument `x` to be a finite number <= 2 but got 2.5"),
+        (lambda: check_number("s", -1.0, 0.0, allow_none=True), "Expected argument `s` to be a finite number >= 0 or null but got -1.0"),
+        (lambda: check_positive("scale", 0.0), "Expected argument `scale` to be a finite number > 0 but got 0.0"),
+        (lambda: check_probability("p", 1.5), "Expected argument `p` to be a probability in [0, 1] but got 1.5"),
+        (lambda: check_probability("p", True), "Expected argument `p` to be a probability in [0, 1] but got True"),
+        (lambda: check_probability("p", math.nan), "Expected argument `p` to be a probability in [0, 1] but got nan"),
+        (lambda: check_probability("p", 1, allow_one=False), "Expected argument `p` to be a probability in [0, 1) but got 1"),
+        (lambda: check_bool("bias", 0), "Expected argument `bias` to be a boolean but got 0"),
+        (lambda: check_bool("bias", "true"), "Expected argument `bias` to be a boolean but got 'true'"),
+        (lambda: check_choice("loss", "l1", ["mse", "hinge"]), "Expected argument `loss` to be one of mse, hinge but got 'l1'"),
+    ],
+)
 def test_each_check_raises_a_config_error_in_the_one_message_style(call, message):
     with pytest.raises(ConfigError) as err:
         call()
@@ -144,7 +150,9 @@ BOOLEANS_AS_INTEGERS = [
 
 @pytest.mark.parametrize("make, field", BOOLEANS_AS_INTEGERS, ids=[f for _, f in BOOLEANS_AS_INTEGERS])
 def test_booleans_are_refused_where_integers_numbers_or_flags_are_expected(make, field):
-    with pytest.raises(ConfigError, match=f"^Expected argument `{field}` to be .* but got (True|False|1|0|\\[True, 2\\]|\\(True, 28, 28\\)|\\[False\\])$"):
+    with pytest.raises(
+        ConfigError, match=f"^Expected argument `{field}` to be .* but got (True|False|1|0|\\[True, 2\\]|\\(True, 28, 28\\)|\\[False\\])$"
+    ):
         make()
 
 
@@ -207,8 +215,13 @@ def test_every_bad_value_raises_a_config_error_naming_it(make, field):
 
 
 DATA_MODULES = {
-    "GaussianMixture": GaussianMixture, "TeacherStudent": TeacherStudent, "SparseParity": SparseParity, "SingleIndex": SingleIndex,
-    "OneDimensional": OneDimensional, "LowDimManifold": LowDimManifold, "SignalNoisePatches": SignalNoisePatches,
+    "GaussianMixture": GaussianMixture,
+    "TeacherStudent": TeacherStudent,
+    "SparseParity": SparseParity,
+    "SingleIndex": SingleIndex,
+    "OneDimensional": OneDimensional,
+    "LowDimManifold": LowDimManifold,
+    "SignalNoisePatches": SignalNoisePatches,
     "MNIST": lambda **kw: MNIST(data_dir="/nonexistent/overparam", download=True, **kw),  # no files read at construction
     "CIFAR10": lambda **kw: CIFAR10(data_dir="/nonexistent/overparam", download=True, **kw),
     "MNIST1D": MNIST1D,

@@ -31,7 +31,20 @@ def resolved_config(*args: str) -> dict:
 
 
 def test_overrides_reach_the_nested_net_and_data_sizes_are_linked(tmp_path):
-    cli = build_cli(["--model.net.width", "24", "--data.dim", "7", "--model.lr", "0.01", "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
+    cli = build_cli(
+        [
+            "--model.net.width",
+            "24",
+            "--data.dim",
+            "7",
+            "--model.lr",
+            "0.01",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger",
+            "false",
+        ]
+    )
     net = cli.model.net
     assert (net.width, net.input_dim, net.output_dim) == (24, 7, 1)  # input/output dims come from the data
     assert cli.model.hparams.lr == 0.01
@@ -48,8 +61,12 @@ def test_every_config_parses(config):
 
 
 def test_default_run_writes_tagged_events_and_summary_and_loss_falls_tenfold(tmp_path):
-    result = subprocess.run([*TRAIN, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*TRAIN, "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (version,) = (tmp_path / "lightning_logs").iterdir()
     assert str(version) in result.stdout and "train/loss=" in result.stdout
@@ -76,14 +93,20 @@ def test_default_run_writes_tagged_events_and_summary_and_loss_falls_tenfold(tmp
     data_args = summary["config"]["data"]["init_args"]
     data = GaussianMixture(**data_args)
     data.prepare_splits()
-    net_args = {k: v for k, v in summary["config"]["model"]["init_args"]["net"]["init_args"].items() if k not in ("input_dim", "output_dim")}
-    model = SupervisedModule(TwoLayerMLP(data.input_dim, output_dim=data.output_dim, **net_args), seed=summary["config"]["model"]["init_args"]["seed"])
+    net_args = {
+        k: v for k, v in summary["config"]["model"]["init_args"]["net"]["init_args"].items() if k not in ("input_dim", "output_dim")
+    }
+    model = SupervisedModule(
+        TwoLayerMLP(data.input_dim, output_dim=data.output_dim, **net_args), seed=summary["config"]["model"]["init_args"]["seed"]
+    )
     with torch.no_grad():
         initial = losses.mean_loss("mse", model.net(data.train.x), data.train.y).item()
     assert summary["metrics"]["train/loss"] <= initial / 10
 
 
-@pytest.mark.parametrize("args, field, allowed", [(["--model.net.activation", "swish"], "activation", "relu, tanh, erf, quadratic, gelu, linear")])
+@pytest.mark.parametrize(
+    "args, field, allowed", [(["--model.net.activation", "swish"], "activation", "relu, tanh, erf, quadratic, gelu, linear")]
+)
 def test_bad_choice_exits_nonzero_with_one_line_naming_field_and_choices(args, field, allowed, tmp_path):
     result = subprocess.run([*TRAIN, *args, "--trainer.default_root_dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
@@ -95,7 +118,7 @@ def test_bad_choice_exits_nonzero_with_one_line_naming_field_and_choices(args, f
 def test_condense_error_keeps_path_and_reason():
     message = (
         'Parser key "model":\n  Does not validate against any of the Union subtypes\n  Errors:\n'
-        "    - Problem with given class_path 'X':\n        Parser key \"net\":\n          Parser key \"width\":\n"
+        '    - Problem with given class_path \'X\':\n        Parser key "net":\n          Parser key "width":\n'
         "            Expected a <class 'int'>. Got value: abc\n    - Expected a <class 'NoneType'>\n  Given value type: str"
     )
     assert condense_error(message) == "model.net.width: expected an integer but got 'abc'"
@@ -119,10 +142,32 @@ def test_ddp_ranks_train_disjoint_shards_and_match_a_replay_of_their_batches(tmp
     from lightning_modules.module import SupervisedModule
     from lightning_modules.nets.mlp import TwoLayerMLP
 
-    args = ["--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", "--data.n_train", "101", "--data.n_test", "37",
-            "--data.batch_size", "16", "--model.net.width", "32", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-            "--trainer.strategy", "ddp", "--trainer.callbacks+=GradientNoise", "--trainer.callbacks+=tests.batch_recorder.BatchRecorder",
-            "--checkpoint_every_n_epochs", "0", "--trainer.default_root_dir", str(tmp_path)]
+    args = [
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--data.n_train",
+        "101",
+        "--data.n_test",
+        "37",
+        "--data.batch_size",
+        "16",
+        "--model.net.width",
+        "32",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.callbacks+=GradientNoise",
+        "--trainer.callbacks+=tests.batch_recorder.BatchRecorder",
+        "--checkpoint_every_n_epochs",
+        "0",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
     result = subprocess.run([*TRAIN, *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     (version,) = (tmp_path / "lightning_logs").iterdir()
@@ -151,8 +196,10 @@ def test_ddp_ranks_train_disjoint_shards_and_match_a_replay_of_their_batches(tmp
     data.prepare_splits()
     x, y, x_test, y_test = data.train.x, data.train.y, data.test.x, data.test.y
     net_args = {k: v for k, v in config["model"]["init_args"]["net"]["init_args"].items() if k not in ("input_dim", "output_dim")}
-    model = SupervisedModule(TwoLayerMLP(data.input_dim, output_dim=data.output_dim, **net_args),
-                             **{k: v for k, v in config["model"]["init_args"].items() if k != "net"})
+    model = SupervisedModule(
+        TwoLayerMLP(data.input_dim, output_dim=data.output_dim, **net_args),
+        **{k: v for k, v in config["model"]["init_args"].items() if k != "net"},
+    )
     initial = copy.deepcopy(model.net)
     optimizer = model.configure_optimizers_now()
     for both in zip(*(rank["steps"] for rank in ranks)):
@@ -192,8 +239,20 @@ def test_every_experiment_config_builds_its_model_data_and_diagnostics_and_they_
     """Each full-size experiment, instantiated as scripts/train.py would (no training): its data are built,
     the checks that need model, data and callbacks together pass, and the net maps a batch of the data
     to outputs of the data's shape with a finite loss."""
-    cli = build_cli(["--config", str(ROOT / config), "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-                     "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
+    cli = build_cli(
+        [
+            "--config",
+            str(ROOT / config),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     model, data = cli.model, cli.datamodule
     data.prepare_splits()
     written = yaml.safe_load((ROOT / config).read_text())
@@ -201,8 +260,12 @@ def test_every_experiment_config_builds_its_model_data_and_diagnostics_and_they_
     assert type(model.net).__name__ == written["model"]["init_args"]["net"]["class_path"].rsplit(".", 1)[1]
     n_train, n_test = written["data"]["init_args"].get("n_train"), written["data"]["init_args"].get("n_test")
     assert (len(data.train), len(data.test)) == (n_train or len(data.train), n_test or len(data.test))
-    check_before_fit(model, data, cli.trainer.callbacks, {"accumulate_grad_batches": cli.trainer.accumulate_grad_batches,
-                                                          "precision": cli.trainer.precision})
+    check_before_fit(
+        model,
+        data,
+        cli.trainer.callbacks,
+        {"accumulate_grad_batches": cli.trainer.accumulate_grad_batches, "precision": cli.trainer.precision},
+    )
     listed = [c["class_path"].rsplit(".", 1)[1] for c in (written.get("trainer") or {}).get("callbacks") or []]
     assert listed == [type(c).__name__ for c in cli.trainer.callbacks if type(c).__name__ in listed]
     x, y = data.train.x[:8], data.train.y[:8]

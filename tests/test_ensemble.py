@@ -19,8 +19,15 @@ TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32, a few dozen steps
 
 def fit(model, batch_size=16, epochs=3, **trainer_kwargs):
     data = GaussianMixture(dim=5, n_train=64, n_test=32, batch_size=batch_size, seed=3, cluster_std=0.5)
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, **trainer_kwargs)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
     trainer.fit(model, datamodule=data)
     return trainer
 
@@ -62,11 +69,19 @@ def test_fa_members_equal_single_fa_runs_with_their_own_feedback():
     assert not torch.allclose(ensemble.net.member_state(0)["fc1.weight"], backprop.net.fc1.weight.detach(), atol=1e-4)
 
 
-@pytest.mark.parametrize("settings, field", [
-    ({"rule": "dfa"}, "`rule`"), ({"rule": "ist"}, "`rule`"), ({"optimizer": "sam"}, "`optimizer`"),
-    ({"optimizer": "entropy_sgd"}, "`optimizer`"), ({"layer_lr": {"fc2": 0.5}}, "`layer_lr`"), ({"replicas": 2}, "`replicas`"),
-    ({"seed": None}, "`seed`"), ({"ensemble": 0}, "`ensemble`"),
-])
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        ({"rule": "dfa"}, "`rule`"),
+        ({"rule": "ist"}, "`rule`"),
+        ({"optimizer": "sam"}, "`optimizer`"),
+        ({"optimizer": "entropy_sgd"}, "`optimizer`"),
+        ({"layer_lr": {"fc2": 0.5}}, "`layer_lr`"),
+        ({"replicas": 2}, "`replicas`"),
+        ({"seed": None}, "`seed`"),
+        ({"ensemble": 0}, "`ensemble`"),
+    ],
+)
 def test_unsupported_settings_are_refused_in_one_line(settings, field):
     with pytest.raises(ConfigError, match=field) as err:
         SupervisedModule(TwoLayerMLP(5, 8, 1), **{"ensemble": 2, **settings})

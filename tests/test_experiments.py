@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from experiment_runner import run_config, scalars
 
 
@@ -40,8 +39,9 @@ def test_sparse_parity_plateau_then_sudden_drop(tmp_path):
     learning, or learning from the start, fails one of the two. Three seeds, ~2 s each."""
     for seed in (0, 1, 2):
         root = tmp_path / str(seed)
-        summary = run_config("configs/ci/sparse_parity.yaml", root, "--model.seed", str(seed), "--data.seed", str(seed),
-                             "--seed_everything", str(seed))
+        summary = run_config(
+            "configs/ci/sparse_parity.yaml", root, "--model.seed", str(seed), "--data.seed", str(seed), "--seed_everything", str(seed)
+        )
         acc = [v for _, v in scalars(root, "test/acc")]  # index 0: the initialization; index e: after epoch e
         assert len(acc) == 13
         plateau = next(e for e, a in enumerate(acc) if a >= 0.6)  # epochs 0 .. plateau - 1 at chance

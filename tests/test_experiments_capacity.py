@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from experiment_runner import ROOT, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_benign_overfitting_above_the_snr_threshold_and_harmful_below(tmp_path):
     # n = 50, d = 500, σ_p = 1, 10% flipped train labels; n‖μ‖⁴/(σ_p⁴ d) = 25.6 (high) vs 0.006 (low).
@@ -22,6 +22,7 @@ def test_benign_overfitting_above_the_snr_threshold_and_harmful_below(tmp_path):
     assert high["test/acc"] >= 0.9, high
     assert low["test/acc"] <= 0.7, low
     assert high["test/acc"] - low["test/acc"] >= 0.25
+
 
 def test_double_descent_test_loss_peaks_at_width_n(tmp_path):
     config = "configs/ci/double_descent.yaml"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from experiment_runner import run_config, scalars
 
 
@@ -56,8 +55,10 @@ def test_sam_and_entropy_sgd_end_flatter_than_sgd(tmp_path):
     config = "configs/ci/flat_minima.yaml"
     for seed in (0, 1):
         seeds = ["--model.seed", str(seed), "--data.seed", str(seed), "--seed_everything", str(seed)]
-        runs = {opt: run_config(config, tmp_path / f"{opt}{seed}", "--model.optimizer", opt, *seeds)["metrics"]
-                for opt in ("sgd", "sam", "entropy_sgd")}
+        runs = {
+            opt: run_config(config, tmp_path / f"{opt}{seed}", "--model.optimizer", opt, *seeds)["metrics"]
+            for opt in ("sgd", "sam", "entropy_sgd")
+        }
         # All three fit the training set, the 20% flipped labels included.
         assert all(r["train/acc"] > 0.95 for r in runs.values()), (seed, runs)
         for opt in ("sam", "entropy_sgd"):

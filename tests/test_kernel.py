@@ -26,8 +26,16 @@ def test_closed_form_equals_jacobians(parameterization, activation):
     torch.manual_seed(0)
     x = torch.randn(6, 3, dtype=torch.float64)
     for bias, frozen in itertools.product((True, False), (None, "fc1", "fc2")):
-        net = TwoLayerMLP(3, 5, 2, activation, bias=bias, parameterization=parameterization,
-                          train_first_layer=frozen != "fc1", train_second_layer=frozen != "fc2").double()
+        net = TwoLayerMLP(
+            3,
+            5,
+            2,
+            activation,
+            bias=bias,
+            parameterization=parameterization,
+            train_first_layer=frozen != "fc1",
+            train_second_layer=frozen != "fc2",
+        ).double()
         with torch.no_grad():  # non-zero biases so their terms matter
             for layer in (net.fc1, net.fc2):
                 if layer.bias is not None:
@@ -110,21 +118,46 @@ def test_callbacks_do_not_change_training(tmp_path):
         data = GaussianMixture(dim=4, n_train=64, n_test=32, batch_size=16, seed=0)
         data.teacher = TwoLayerMLP(4, 3, 1, bias=False)  # lets TeacherRecovery run on this data
         model = SupervisedModule(TwoLayerMLP(4, 16, 1, "tanh"), lr=0.2, momentum=0.9, seed=0)
-        trainer = pl.Trainer(max_epochs=3, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, num_sanity_val_steps=2, default_root_dir=tmp_path, accelerator="cpu")
+        trainer = pl.Trainer(
+            max_epochs=3,
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=2,
+            default_root_dir=tmp_path,
+            accelerator="cpu",
+        )
         trainer.fit(model, datamodule=data)
         return model.state_dict(), dict(trainer.callback_metrics), torch.get_rng_state()
 
-    callbacks = [HessianSharpness(probe_size=32, k=2, trace=True), KernelDrift(probe_size=16), TeacherRecovery(), FeedbackAlignment(probe_size=16)]
+    callbacks = [
+        HessianSharpness(probe_size=32, k=2, trace=True),
+        KernelDrift(probe_size=16),
+        TeacherRecovery(),
+        FeedbackAlignment(probe_size=16),
+    ]
     alignment_tags = ("alignment/weight_vs_feedback_deg", "diag/alignment_seconds")
     plain, _, plain_rng = run([])
     watched, logged, watched_rng = run(callbacks)
     assert torch.equal(plain_rng, watched_rng)  # no diagnostic consumed the global RNG
     assert plain.keys() == watched.keys()
     assert all(torch.equal(plain[k], watched[k]) for k in plain)
-    for tag in ("sharpness/lambda_max", "sharpness/two_over_lr", "sharpness/trace", "kernel/drift", "kernel/lambda_min",
-                "kernel/alignment", "weights/rel_change/fc1.weight", "teacher/min_max_cosine",
-                "diag/sharpness_seconds", "diag/kernel_seconds", "diag/teacher_seconds", *alignment_tags):
+    for tag in (
+        "sharpness/lambda_max",
+        "sharpness/two_over_lr",
+        "sharpness/trace",
+        "kernel/drift",
+        "kernel/lambda_min",
+        "kernel/alignment",
+        "weights/rel_change/fc1.weight",
+        "teacher/min_max_cosine",
+        "diag/sharpness_seconds",
+        "diag/kernel_seconds",
+        "diag/teacher_seconds",
+        *alignment_tags,
+    ):
         assert tag in logged, tag
     assert float(logged["kernel/drift"]) > 0
     assert float(logged["sharpness/two_over_lr"]) == pytest.approx(10.0)
@@ -135,11 +168,11 @@ def test_lambda_min_of_the_output_summed_kernel_bounds_k_times_that_of_the_full_
     torch.manual_seed(0)
     net, x = TwoLayerMLP(3, 5, 3, "tanh").double(), torch.randn(6, 3, dtype=torch.float64)
     params = list(net.parameters())
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(net(x[i:i + 1])[0, c], params)]) for c in range(3) for i in range(6)]
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(net(x[i : i + 1])[0, c], params)]) for c in range(3) for i in range(6)]
     jac = torch.stack(rows)  # (nk, P), output-major
     gram = jac @ jac.T
     kernel = empirical_ntk(net, x)
-    assert torch.allclose(kernel, sum(gram[6 * c:6 * c + 6, 6 * c:6 * c + 6] for c in range(3)), rtol=1e-10, atol=1e-12)
+    assert torch.allclose(kernel, sum(gram[6 * c : 6 * c + 6, 6 * c : 6 * c + 6] for c in range(3)), rtol=1e-10, atol=1e-12)
     lam_k, lam_g = torch.linalg.eigvalsh(kernel)[0], torch.linalg.eigvalsh(gram)[0]
     assert lam_g > 1e-6 and lam_k >= 3 * lam_g * (1 - 1e-9)
 
@@ -161,7 +194,11 @@ def test_over_budget_chunks_and_gives_the_unchunked_kernel(name, regime):
     # Budgets of two plans: all samples' Jacobians of two outputs (not three); two kept samples of one output.
     s1, a = whole.row_bytes, whole.activation_bytes
     full = JacobianPlan(10, 3, s1, a, 8, 10, 3, 1).peak_bytes
-    budget = JacobianPlan(10, 3, s1, a, 8, 10, 2, 1).peak_bytes if regime == "output_groups" else JacobianPlan(10, 3, s1, a, 8, 1, 1, 2).peak_bytes
+    budget = (
+        JacobianPlan(10, 3, s1, a, 8, 10, 2, 1).peak_bytes
+        if regime == "output_groups"
+        else JacobianPlan(10, 3, s1, a, 8, 1, 1, 2).peak_bytes
+    )
     plan = jacobian_plan(net, x, memory_budget=budget)
     assert plan.peak_bytes <= budget < full
     if regime == "output_groups":  # outputs (0, 1), then (2,): each sample's Jacobian computed once
@@ -179,7 +216,9 @@ def test_over_budget_chunks_and_gives_the_unchunked_kernel(name, regime):
 def test_budget_too_small_for_one_sample_says_so_in_one_line():
     net, _, x, _ = CASES["cnn"]()
     need = JacobianPlan(10, 3, jacobian_plan(net, x).row_bytes, jacobian_plan(net, x).activation_bytes, 8, 1, 1, 1).peak_bytes
-    with pytest.raises(ConfigError, match=rf"Expected argument `memory_budget` to be at least {need} bytes .* but got {need - 1} bytes") as info:
+    with pytest.raises(
+        ConfigError, match=rf"Expected argument `memory_budget` to be at least {need} bytes .* but got {need - 1} bytes"
+    ) as info:
         jacobian_ntk(net, x, memory_budget=need - 1)
     assert "\n" not in str(info.value)
     assert close(jacobian_ntk(net, x, memory_budget=need), empirical_ntk(net, x), rtol=1e-12)  # exactly enough: one sample at a time
@@ -190,12 +229,23 @@ def test_budget_too_small_for_one_sample_says_so_in_one_line():
 
 def model_peak(plan: JacobianPlan) -> int:
     """The documented model, written out again: kernel + a block of it + the buffer of kept rows + one pass."""
-    n, c, g, r, s, s1, a = plan.n, plan.chunk_size, plan.outputs_per_pass, plan.kept_chunks, plan.itemsize, plan.row_bytes, plan.activation_bytes
+    n, c, g, r, s, s1, a = (
+        plan.n,
+        plan.chunk_size,
+        plan.outputs_per_pass,
+        plan.kept_chunks,
+        plan.itemsize,
+        plan.row_bytes,
+        plan.activation_bytes,
+    )
     kept = min(n, r * c)
     return n * n * s + kept * kept * s + kept * g * s1 + c * (2 * g * s1 + 2 * a)
 
 
-@pytest.mark.parametrize("n, k, n_params, activation_bytes", [(1, 1, 50, 0), (7, 3, 177, 1000), (256, 10, 269_722, 1_520_000), (1000, 10, 269_722, 1_520_000), (300, 1, 10**6, 10**5)])
+@pytest.mark.parametrize(
+    "n, k, n_params, activation_bytes",
+    [(1, 1, 50, 0), (7, 3, 177, 1000), (256, 10, 269_722, 1_520_000), (1000, 10, 269_722, 1_520_000), (300, 1, 10**6, 10**5)],
+)
 def test_derived_chunks_respect_the_budget(n, k, n_params, activation_bytes):
     s = 4
     need = JacobianPlan(n, k, n_params * s, activation_bytes, s, 1, 1, 1).peak_bytes
@@ -212,7 +262,9 @@ def test_derived_chunks_respect_the_budget(n, k, n_params, activation_bytes):
     assert explicit.chunk_size == 100  # an explicit chunk size wins
 
 
-@pytest.mark.parametrize("value, expected", [("1GiB", 2**30), ("512 MiB", 2**29), ("2GB", 2 * 10**9), ("1.5kb", 1500), ("123", 123), (4096, 4096)])
+@pytest.mark.parametrize(
+    "value, expected", [("1GiB", 2**30), ("512 MiB", 2**29), ("2GB", 2 * 10**9), ("1.5kb", 1500), ("123", 123), (4096, 4096)]
+)
 def test_memory_budget_accepts_bytes_and_units(value, expected):
     assert parse_bytes("memory_budget", value) == expected
     assert KernelDrift(memory_budget=value).memory_budget == value

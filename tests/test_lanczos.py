@@ -22,7 +22,7 @@ def spectrum(name: str) -> torch.Tensor:
         "negative": [],  # every eigenvalue in [−2, −1]: the top one is the smallest in magnitude
     }[name]
     rest = {"isolated": 0.05 * bulk, "clustered": 0.9 * bulk, "repeated": bulk, "indefinite": -3.5 * bulk, "negative": -1 - bulk}[name]
-    return torch.cat([torch.tensor(top, dtype=torch.float64), rest[len(top):]])
+    return torch.cat([torch.tensor(top, dtype=torch.float64), rest[len(top) :]])
 
 
 def matrix(eigs: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -134,10 +134,17 @@ def test_float32_operator_stays_float32_and_converges():
     torch.testing.assert_close(result.values, eigs[:2], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"k": 0}, "`k`"), ({"k": DIM + 1}, "`k`"), ({"k": 2}, "`start`"), ({"tol": -1.0}, "`tol`"),
-    ({"max_iter": 0}, "`max_iter`"), ({"max_basis": 2}, "`max_basis`"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 0}, "`k`"),
+        ({"k": DIM + 1}, "`k`"),
+        ({"k": 2}, "`start`"),
+        ({"tol": -1.0}, "`tol`"),
+        ({"max_iter": 0}, "`max_iter`"),
+        ({"max_basis": 2}, "`max_basis`"),
+    ],
+)
 def test_arguments_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
         lanczos_top_eigs(lambda v: v, kwargs.pop("start", start(1)), **kwargs)

@@ -115,8 +115,14 @@ def test_dfa_projects_the_output_error_to_every_hidden_layer():
         e = torch.tanh(a2) @ w3.T + net[4].bias - y
         d1 = (e @ b2.T) * (1 - torch.tanh(a1) ** 2)
         d2 = (e @ b3.T) * (1 - torch.tanh(a2) ** 2)
-    expected = {"0.weight": d1.T @ x, "0.bias": d1.sum(0), "2.weight": d2.T @ torch.tanh(a1), "2.bias": d2.sum(0),
-                "4.weight": e.T @ torch.tanh(a2), "4.bias": e.sum(0)}
+    expected = {
+        "0.weight": d1.T @ x,
+        "0.bias": d1.sum(0),
+        "2.weight": d2.T @ torch.tanh(a1),
+        "2.bias": d2.sum(0),
+        "4.weight": e.T @ torch.tanh(a2),
+        "4.bias": e.sum(0),
+    }
     for name, g in expected.items():
         assert got[name].shape == backprop[name].shape
         torch.testing.assert_close(got[name], g, **TOL)
@@ -242,12 +248,20 @@ def test_dfa_module_fits_with_a_trainer_and_checkpoints_its_feedback(tmp_path, s
     def fit(train_first_layer: bool) -> tuple[SupervisedModule, pl.Trainer, float]:
         data = GaussianMixture(dim=8, n_train=128, n_test=128, seed=seed)
         data.prepare_splits()
-        module = SupervisedModule(TwoLayerMLP(8, 64, 1, parameterization="ntk", train_first_layer=train_first_layer), rule="dfa",
-                                  lr=0.5, momentum=0.9, seed=seed)
+        module = SupervisedModule(
+            TwoLayerMLP(8, 64, 1, parameterization="ntk", train_first_layer=train_first_layer), rule="dfa", lr=0.5, momentum=0.9, seed=seed
+        )
         with torch.no_grad():
             initial = module.loss_fn(module(data.train.x), data.train.y).item()
-        trainer = pl.Trainer(max_epochs=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
+        trainer = pl.Trainer(
+            max_epochs=150,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=tmp_path,
+        )
         trainer.fit(module, datamodule=data)
         return module, trainer, initial
 

@@ -72,7 +72,12 @@ def test_layer_freezing_and_bias():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"activation": "softsign"}, "activation"), ({"parameterization": "muP"}, "parameterization"), ({"width": 0}, "width"), ({"init_scale": -1.0}, "init_scale")],
+    [
+        ({"activation": "softsign"}, "activation"),
+        ({"parameterization": "muP"}, "parameterization"),
+        ({"width": 0}, "width"),
+        ({"init_scale": -1.0}, "init_scale"),
+    ],
 )
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):

@@ -53,7 +53,16 @@ def test_seed_fixes_the_initial_weights_whatever_the_global_rng():
     assert not torch.equal(init(7, 0), init(8, 0))
 
 
-@pytest.mark.parametrize("kwargs, field", [({"rule": "hebb"}, "rule"), ({"loss": "l1"}, "loss"), ({"optimizer": "lbfgs"}, "optimizer"), ({"lr": -1.0}, "lr"), ({"lr": math.nan}, "lr")])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"rule": "hebb"}, "rule"),
+        ({"loss": "l1"}, "loss"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": math.nan}, "lr"),
+    ],
+)
 def test_bad_module_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         SupervisedModule(TwoLayerMLP(3, 5), **kwargs)
@@ -69,8 +78,15 @@ def test_logged_metrics_are_whole_set_values_not_minibatch_averages(tmp_path):
     data = GaussianMixture(dim=6, n_train=96, n_test=80, batch_size=16, seed=3, cluster_std=0.5)
     model = SupervisedModule(TwoLayerMLP(6, 32, 1), loss="hinge", lr=0.5, lr_schedule="cosine", seed=1)
     logger = SummaryLogger(save_dir=str(tmp_path))
-    trainer = pl.Trainer(max_epochs=3, logger=logger, callbacks=[TrainTestGap()], enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        logger=logger,
+        callbacks=[TrainTestGap()],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(model, datamodule=data)
     with torch.no_grad():
         out_train, out_test = model.net(data.train.x), model.net(data.test.x)

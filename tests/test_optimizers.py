@@ -95,8 +95,18 @@ def test_entropy_sgd_matches_a_hand_rolled_recursion(noise, momentum):
     A, params, flat, closure, calls = quadratic()
     lr, gamma, L, lr_in, alpha, wd = 0.5, 0.3, 4, 0.1, 0.75, 0.02
     gen_opt, gen_ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    opt = EntropySGD(params, lr=lr, gamma=gamma, inner_steps=L, inner_lr=lr_in, noise=noise, alpha=alpha,
-                     momentum=momentum, weight_decay=wd, generator=gen_opt)
+    opt = EntropySGD(
+        params,
+        lr=lr,
+        gamma=gamma,
+        inner_steps=L,
+        inner_lr=lr_in,
+        noise=noise,
+        alpha=alpha,
+        momentum=momentum,
+        weight_decay=wd,
+        generator=gen_opt,
+    )
     x, buf = flat().detach().clone(), None
     shapes = [(3,), (2, 2)]
     for _ in range(3):
@@ -149,9 +159,16 @@ def test_sam_inside_lightning_equals_a_plain_loop_and_calls_the_closure_twice():
     dm.prepare_splits()
     x, y = dm.train.x, dm.train.y
     loss_before = float(losses.mean_loss("mse", net(x), y).detach())
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[GradientNoise(n_batches=2), Flatness(n_samples=2)])
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[GradientNoise(n_batches=2), Flatness(n_samples=2)],
+    )
     trainer.fit(model, datamodule=dm)
     assert model.calls == 2 * 3 * 4  # two closure calls per step, 4 steps per epoch
     # The diagnostics' last values are their functional cores on the final weights and the whole set
@@ -159,9 +176,11 @@ def test_sam_inside_lightning_equals_a_plain_loop_and_calls_the_closure_twice():
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     final = model.net
     assert logged["sgd/noise_trace"] == pytest.approx(
-        gradient_noise_trace(final, model.loss_fn, x, y, 16, 2, torch.Generator().manual_seed(0)), rel=1e-5)
+        gradient_noise_trace(final, model.loss_fn, x, y, 16, 2, torch.Generator().manual_seed(0)), rel=1e-5
+    )
     assert logged["flatness/perturbed_loss_increase"] == pytest.approx(
-        perturbed_loss_increase(final, model.loss_fn, x, y, 0.01, 2, torch.Generator().manual_seed(0)), rel=1e-5)
+        perturbed_loss_increase(final, model.loss_fn, x, y, 0.01, 2, torch.Generator().manual_seed(0)), rel=1e-5
+    )
     assert logged["sgd/noise_trace"] > 0 and logged["diag/sgd_noise_seconds"] >= 0
     assert logged["sgd/temperature"] == pytest.approx(0.3 / 16)
 
@@ -213,8 +232,16 @@ def test_sam_and_entropy_sgd_refuse_gradient_accumulation_and_16_bit_mixed_preci
     dm = GaussianMixture(dim=8, n_train=64, n_test=32, batch_size=16, seed=0)
     model = SupervisedModule(TwoLayerMLP(8, 16, 1), optimizer=optimizer, lr=0.1, seed=1)
     before = copy.deepcopy(model.state_dict())
-    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, accumulate_grad_batches=2)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=2,
+    )
     with pytest.raises(ConfigError, match=rf"`trainer.accumulate_grad_batches` to be 1 for optimizer '{optimizer}' .* but got 2$"):
         trainer.fit(model, datamodule=dm)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no update was made

@@ -12,8 +12,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
-SMALL = ["--trainer.enable_progress_bar", "false", "--data.n_train", "96", "--data.n_test", "64", "--data.batch_size", "16",
-         "--model.net.width", "32", "--trainer.max_epochs", "4"]
+SMALL = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--data.n_train",
+    "96",
+    "--data.n_test",
+    "64",
+    "--data.batch_size",
+    "16",
+    "--model.net.width",
+    "32",
+    "--trainer.max_epochs",
+    "4",
+]
 
 
 def train(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -40,8 +52,11 @@ def callback_state(root: Path, name: str) -> dict:
 
 # Diagnostics on probe subsets (40 of the 96 training samples), measured every epoch: a resumed run must
 # keep measuring on the same probes and against the same initial kernel and weights.
-DIAGNOSTICS = ["--trainer.callbacks", "[{class_path: KernelDrift, init_args: {probe_size: 40}}, {class_path: HessianSharpness, "
-               "init_args: {probe_size: 40}}, {class_path: Flatness, init_args: {probe_size: 40, n_samples: 4}}]"]
+DIAGNOSTICS = [
+    "--trainer.callbacks",
+    "[{class_path: KernelDrift, init_args: {probe_size: 40}}, {class_path: HessianSharpness, "
+    "init_args: {probe_size: 40}}, {class_path: Flatness, init_args: {probe_size: 40, n_samples: 4}}]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +78,9 @@ def test_divergence_stops_with_status_logs_and_last_finite_checkpoint(tmp_path):
     from lightning_modules.module import SupervisedModule
     from lightning_modules.nets.mlp import TwoLayerMLP
 
-    result = train(tmp_path, "--model.lr", "100", "--data.batch_size", "null", "--trainer.max_epochs", "50",
-                   "--checkpoint_every_n_epochs", "1")
+    result = train(
+        tmp_path, "--model.lr", "100", "--data.batch_size", "null", "--trainer.max_epochs", "50", "--checkpoint_every_n_epochs", "1"
+    )
     assert result.returncode == 3, result.stderr[-1000:]
     assert "diverged" in result.stdout
     info = summary(tmp_path)
@@ -74,8 +90,10 @@ def test_divergence_stops_with_status_logs_and_last_finite_checkpoint(tmp_path):
     data = GaussianMixture(**config["data"]["init_args"])
     data.prepare_splits()
     net_args = {k: v for k, v in config["model"]["init_args"]["net"]["init_args"].items() if k not in ("input_dim", "output_dim")}
-    model = SupervisedModule(TwoLayerMLP(data.input_dim, output_dim=data.output_dim, **net_args),
-                             **{k: v for k, v in config["model"]["init_args"].items() if k != "net"})
+    model = SupervisedModule(
+        TwoLayerMLP(data.input_dim, output_dim=data.output_dim, **net_args),
+        **{k: v for k, v in config["model"]["init_args"].items() if k != "net"},
+    )
     initial = {k: v.clone() for k, v in model.net.state_dict().items()}
     optimizer = model.configure_optimizers_now()
     for step in range(50):
@@ -103,8 +121,17 @@ def test_signal_saves_and_resume_is_bit_identical_to_an_uninterrupted_run(uninte
     """SIGTERM (preemption) and Ctrl-C mid-epoch: exit 143 / 130, status interrupted, last.ckpt at the
     interrupted step; ``--ckpt_path last`` completes the run bit-identical to the uninterrupted one."""
     full, cut = uninterrupted, tmp_path
-    stopped = train(cut, *DIAGNOSTICS, "--trainer.callbacks+=tests.signal_helper.SignalAt", "--trainer.callbacks.epoch", str(epoch),
-                    "--trainer.callbacks.batch", str(batch), "--trainer.callbacks.signal_name", signal_name)
+    stopped = train(
+        cut,
+        *DIAGNOSTICS,
+        "--trainer.callbacks+=tests.signal_helper.SignalAt",
+        "--trainer.callbacks.epoch",
+        str(epoch),
+        "--trainer.callbacks.batch",
+        str(batch),
+        "--trainer.callbacks.signal_name",
+        signal_name,
+    )
     assert stopped.returncode == code, stopped.stderr[-1000:]
     assert summary(cut)["status"] == "interrupted"
     assert checkpoint(cut)["global_step"] == 6 * epoch + batch + 1  # 6 batches per epoch: saved right after the signal's batch
@@ -135,8 +162,9 @@ def test_signal_saves_and_resume_is_bit_identical_to_an_uninterrupted_run(uninte
 
 
 def test_same_seed_same_summary_other_seed_different(uninterrupted, tmp_path):
-    runs = {name: train(tmp_path / name, *DIAGNOSTICS, *args)
-            for name, args in (("b", []), ("c", ["--model.seed", "1", "--data.seed", "1"]))}
+    runs = {
+        name: train(tmp_path / name, *DIAGNOSTICS, *args) for name, args in (("b", []), ("c", ["--model.seed", "1", "--data.seed", "1"]))
+    }
     assert all(r.returncode == 0 for r in runs.values())
     roots = {"a": uninterrupted, "b": tmp_path / "b", "c": tmp_path / "c"}
     metrics = {name: {k: v for k, v in summary(root)["metrics"].items() if not k.startswith("diag/")} for name, root in roots.items()}

@@ -13,8 +13,16 @@ from lightning_modules.nets.mlp import TwoLayerMLP
 
 
 def fit(model, data, epochs=2, callbacks=(), loader=None):
-    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=list(callbacks))
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=list(callbacks),
+    )
     trainer.fit(model, datamodule=data, train_dataloaders=loader)
     return trainer
 
@@ -74,8 +82,14 @@ def test_ist_needs_a_two_layer_net_and_replica_seed_count_is_checked():
         SupervisedModule(TwoLayerMLP(2, 4), replicas=3, replica_seeds=[1])
 
 
-@pytest.mark.parametrize("settings", [{"rule": "ist", "ist_parts": 3}, {"optimizer": "sam", "sam_rho": 0.2, "momentum": 0.5},
-                                      {"rule": "ist", "ist_parts": 2, "optimizer": "sam", "sam_rho": 0.2}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"rule": "ist", "ist_parts": 3},
+        {"optimizer": "sam", "sam_rho": 0.2, "momentum": 0.5},
+        {"rule": "ist", "ist_parts": 2, "optimizer": "sam", "sam_rho": 0.2},
+    ],
+)
 def test_replicas_on_equal_orders_take_the_single_run_steps_of_their_rule_and_optimizer(settings):
     # Full batch: every replica sees the same data, so nothing but a coupling could tell them apart.
     runs = {}
@@ -124,8 +138,15 @@ def test_ist_sam_replicas_resume_bit_exactly(tmp_path):
     trainer = fit(first, data(), epochs=2)
     trainer.save_checkpoint(tmp_path / "half.ckpt")
     resumed = SupervisedModule(TwoLayerMLP(5, 16, 1), **settings)
-    trainer = pl.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(resumed, datamodule=data(), ckpt_path=tmp_path / "half.ckpt")
     assert [g["block"] for g in trainer.optimizers[0].param_groups] == [0, 1]
     assert not torch.equal(straight.net.fc1.weight, first.net.fc1.weight)  # the last two epochs moved it

@@ -53,7 +53,9 @@ def sweep_titles(tmp_path, monkeypatch, seeds):
     csv_path = tmp_path / "results.csv"
     with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["config_hash", "config", "run_id", "model.net.width", "seed", "status", "wall_time_s", "returncode", "log_dir", "kernel/drift"])
+        w.writerow(
+            ["config_hash", "config", "run_id", "model.net.width", "seed", "status", "wall_time_s", "returncode", "log_dir", "kernel/drift"]
+        )
         for width in (64, 128):
             for seed in seeds:
                 w.writerow(["h", "configs/experiments/ntk_drift.yaml", f"w{width}s{seed}", width, seed, "completed", 1, 0, "", width**-0.5])

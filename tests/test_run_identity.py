@@ -17,10 +17,32 @@ from overparam.cli import main, run_folder
 from overparam.paths import ROOT
 from overparam.summary import SummaryLogger, config_hash
 
-SMALL = ["--trainer.enable_progress_bar", "false", "--data.n_train", "64", "--data.n_test", "32", "--model.net.width", "16",
-         "--trainer.max_epochs", "3", "--trainer.callbacks", "[]"]
-PARITY = ["--config", str(ROOT / "configs" / "ci" / "sparse_parity.yaml"), "--trainer.enable_progress_bar", "false",
-          "--data.n_train", "64", "--data.n_test", "32", "--trainer.max_epochs", "2"]
+SMALL = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--data.n_train",
+    "64",
+    "--data.n_test",
+    "32",
+    "--model.net.width",
+    "16",
+    "--trainer.max_epochs",
+    "3",
+    "--trainer.callbacks",
+    "[]",
+]
+PARITY = [
+    "--config",
+    str(ROOT / "configs" / "ci" / "sparse_parity.yaml"),
+    "--trainer.enable_progress_bar",
+    "false",
+    "--data.n_train",
+    "64",
+    "--data.n_test",
+    "32",
+    "--trainer.max_epochs",
+    "2",
+]
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -50,14 +72,20 @@ def test_configs_that_name_no_folder_get_their_own():
 
 
 def test_config_hash_follows_what_determines_the_run():
-    base = {"model": {"init_args": {"lr": 0.1, "net": {"init_args": {"width": 8}}}}, "data": {"init_args": {"seed": 0}},
-            "trainer": {"max_epochs": 3, "default_root_dir": "runs/a", "enable_progress_bar": True}, "ckpt_path": None}
+    base = {
+        "model": {"init_args": {"lr": 0.1, "net": {"init_args": {"width": 8}}}},
+        "data": {"init_args": {"seed": 0}},
+        "trainer": {"max_epochs": 3, "default_root_dir": "runs/a", "enable_progress_bar": True},
+        "ckpt_path": None,
+    }
     moved = {**base, "trainer": {**base["trainer"], "default_root_dir": "elsewhere", "enable_progress_bar": False}, "ckpt_path": "last"}
     assert config_hash(base) == config_hash(moved)  # where it logs and how it shows progress: same run
-    for change in ({"model": {"init_args": {"lr": 0.2, "net": {"init_args": {"width": 8}}}}},
-                   {"model": {"init_args": {"lr": 0.1, "net": {"init_args": {"width": 9}}}}},
-                   {"data": {"init_args": {"seed": 1}}},
-                   {"trainer": {**base["trainer"], "max_epochs": 4}}):
+    for change in (
+        {"model": {"init_args": {"lr": 0.2, "net": {"init_args": {"width": 8}}}}},
+        {"model": {"init_args": {"lr": 0.1, "net": {"init_args": {"width": 9}}}}},
+        {"data": {"init_args": {"seed": 1}}},
+        {"trainer": {**base["trainer"], "max_epochs": 4}},
+    ):
         assert config_hash({**base, **change}) != config_hash(base), change
 
 
@@ -111,6 +139,7 @@ def tiny():
     def make():
         data = GaussianMixture(dim=4, n_train=32, n_test=16, seed=0)
         return SupervisedModule(TwoLayerMLP(4, 8, 1), seed=0), data
+
     return make
 
 
@@ -118,8 +147,17 @@ def fit(root: Path, tiny, max_epochs: int, ckpt_path=None) -> SummaryLogger:
     torch.set_num_threads(1)
     logger = SummaryLogger(save_dir=str(root), version=0)
     model, data = tiny()
-    trainer = pl.Trainer(max_epochs=max_epochs, logger=logger, callbacks=[RunRecord("h"), LogOnceAtStart()], enable_progress_bar=False, enable_checkpointing=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(root), accelerator="cpu")
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        logger=logger,
+        callbacks=[RunRecord("h"), LogOnceAtStart()],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(root),
+        accelerator="cpu",
+    )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     trainer.save_checkpoint(str(root / "state.ckpt"))
     return logger

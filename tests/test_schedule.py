@@ -23,9 +23,9 @@ from callbacks.sharpness import HessianSharpness, hessian_top_eigs
 from callbacks.teacher import TeacherRecovery
 from datamodules.synthetic import GaussianMixture, TeacherStudent
 from lightning_modules import losses
-from overparam.checkpoint import LastCheckpoint
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
+from overparam.checkpoint import LastCheckpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,21 +72,45 @@ class SigtermAt(pl.Callback):
 
 
 def trainer(logger: Capture, callbacks: list, max_epochs: int, root) -> pl.Trainer:
-    return pl.Trainer(max_epochs=max_epochs, logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=root, accelerator="cpu")
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+        accelerator="cpu",
+    )
 
 
 def test_every_diagnostic_measures_at_init_every_n_epochs_and_at_the_last_step(tmp_path):
     data = TeacherStudent(dim=4, teacher_width=2, n_train=32, n_test=16, batch_size=None, seed=0)  # full batch: one step per epoch
     model = SupervisedModule(TwoLayerMLP(4, 8, 1, "tanh"), lr=0.2, replicas=2, seed=0)
-    callbacks = [HessianSharpness(every_n_epochs=3), KernelDrift(every_n_epochs=3, probe_size=None), FeedbackAlignment(every_n_epochs=3),
-                 TeacherRecovery(every_n_epochs=3), ReplicaDistance(every_n_epochs=3), GradientNoise(every_n_epochs=3),
-                 Flatness(every_n_epochs=3), TrainTestGap()]
+    callbacks = [
+        HessianSharpness(every_n_epochs=3),
+        KernelDrift(every_n_epochs=3, probe_size=None),
+        FeedbackAlignment(every_n_epochs=3),
+        TeacherRecovery(every_n_epochs=3),
+        ReplicaDistance(every_n_epochs=3),
+        GradientNoise(every_n_epochs=3),
+        Flatness(every_n_epochs=3),
+        TrainTestGap(),
+    ]
     logger = Capture()
     trainer(logger, callbacks, 7, tmp_path).fit(model, datamodule=data)
 
-    for tag in ("sharpness/lambda_max", "kernel/drift", "alignment/weight_vs_feedback_deg", "teacher/min_max_cosine",
-                "replica/distance", "sgd/noise_trace", "flatness/perturbed_loss_increase", "diag/sharpness_seconds"):
+    for tag in (
+        "sharpness/lambda_max",
+        "kernel/drift",
+        "alignment/weight_vs_feedback_deg",
+        "teacher/min_max_cosine",
+        "replica/distance",
+        "sgd/noise_trace",
+        "flatness/perturbed_loss_increase",
+        "diag/sharpness_seconds",
+    ):
         assert logger.steps(tag) == [0, 3, 6, 7], tag  # init, after epochs 3 and 6, and the last step
     assert logger.steps("train/loss") == list(range(8)) and logger.steps("gap/loss") == list(range(8))
 
@@ -146,8 +170,9 @@ def test_every_diagnostic_leaves_the_weights_and_the_rng_bit_identical(tmp_path)
     number, left a gradient, a mode or a weight changed, would change the trajectory; with minibatches
     (GradientNoise), two replicas (ReplicaDistance) and a teacher (TeacherRecovery) every one of them measures."""
     classes = diagnostics()
-    assert {"HessianSharpness", "KernelDrift", "FeedbackAlignment", "TeacherRecovery", "ReplicaDistance", "GradientNoise",
-            "Flatness"} <= {c.__name__ for c in classes}
+    assert {"HessianSharpness", "KernelDrift", "FeedbackAlignment", "TeacherRecovery", "ReplicaDistance", "GradientNoise", "Flatness"} <= {
+        c.__name__ for c in classes
+    }
 
     def run(callbacks: list) -> tuple[dict, torch.Tensor, Capture]:
         pl.seed_everything(0, verbose=False)

@@ -32,12 +32,16 @@ def test_is_unbiased_for_the_trace_over_every_minibatch():
     net, loss_fn, x, y = CASES["mlp"]()
     n, b = 12, 3
     g = grad(net, loss_fn, x, y)
-    exact = torch.tensor([float(((grad(net, loss_fn, x[list(s)], y[list(s)]) - g) ** 2).sum())
-                          for s in itertools.combinations(range(n), b)], dtype=torch.float64).mean()  # all 220 minibatches
+    exact = torch.tensor(
+        [float(((grad(net, loss_fn, x[list(s)], y[list(s)]) - g) ** 2).sum()) for s in itertools.combinations(range(n), b)],
+        dtype=torch.float64,
+    ).mean()  # all 220 minibatches
     per_sample = torch.stack([grad(net, loss_fn, x[i : i + 1], y[i : i + 1]) for i in range(n)])
     closed = (n - b) / (b * (n - 1)) * ((per_sample - g) ** 2).sum(1).mean()
     assert float(exact) == pytest.approx(float(closed), rel=1e-10)
-    estimates = torch.tensor([gradient_noise_trace(net, loss_fn, x, y, b, generator=torch.Generator().manual_seed(s)) for s in range(150)], dtype=torch.float64)
+    estimates = torch.tensor(
+        [gradient_noise_trace(net, loss_fn, x, y, b, generator=torch.Generator().manual_seed(s)) for s in range(150)], dtype=torch.float64
+    )
     # 4 standard errors; a with-replacement or 1/(K-1) estimator would be off by 20-33 %
     assert abs(float(estimates.mean() - exact)) < 4 * float(estimates.std()) / 150**0.5
     assert abs(float(estimates.mean() / exact) - 1) < 0.1

@@ -11,9 +11,18 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from callbacks.sharpness import (HessianSharpness, hessian_layer_top_eigs, hessian_power_iteration, hessian_spectral_density,
-                                 hessian_top_eigs, hessian_trace, layer_name, optimizer_stability_threshold, stability_threshold)
 from callbacks.net_state import probe_indices
+from callbacks.sharpness import (
+    HessianSharpness,
+    hessian_layer_top_eigs,
+    hessian_power_iteration,
+    hessian_spectral_density,
+    hessian_top_eigs,
+    hessian_trace,
+    layer_name,
+    optimizer_stability_threshold,
+    stability_threshold,
+)
 from datamodules.synthetic import GaussianMixture
 from lightning_modules.learning_rules import apply_rule
 from lightning_modules.module import SupervisedModule
@@ -54,7 +63,9 @@ def test_k_up_to_the_parameter_count_and_a_one_line_error_above():
     eigs, n_hvp = hessian_top_eigs(net, loss_fn, x, y, k=66, tol=1e-10)
     torch.testing.assert_close(eigs, dense, rtol=0, atol=1e-12)  # the whole spectrum, from one block of 66 products
     assert n_hvp == 66
-    with pytest.raises(ValueError, match=r"^Expected argument `k` to be an integer in \[1, 66\] \(the number of trainable parameters\) but got 67$"):
+    with pytest.raises(
+        ValueError, match=r"^Expected argument `k` to be an integer in \[1, 66\] \(the number of trainable parameters\) but got 67$"
+    ):
         hessian_top_eigs(net, loss_fn, x, y, k=67)
     with pytest.raises(ValueError, match=r"\[1, 65\].*ARPACK"):
         hessian_top_eigs(net, loss_fn, x, y, k=66, method="arpack")
@@ -226,7 +237,13 @@ def test_callback_validates_arguments(kwargs, match):
 def test_callback_measure_logs_names():
     net, loss_fn, x, y = CASES["mlp"]()
     values = HessianSharpness(k=2, trace=True).measure(net, loss_fn, x, y, lr=0.5)
-    assert set(values) == {"sharpness/lambda_max", "sharpness/lambda_2", "sharpness/two_over_lr", "sharpness/trace", "diag/sharpness_seconds"}
+    assert set(values) == {
+        "sharpness/lambda_max",
+        "sharpness/lambda_2",
+        "sharpness/two_over_lr",
+        "sharpness/trace",
+        "diag/sharpness_seconds",
+    }
     assert values["sharpness/two_over_lr"] == 4.0
     values = HessianSharpness(per_layer=True).measure(net, loss_fn, x, y, lr=0.5)
     assert {"sharpness/lambda_max/fc1", "sharpness/lambda_max/fc2"} <= set(values)
@@ -272,9 +289,17 @@ def test_callback_logs_per_layer_scalars_and_the_density_histogram(tmp_path):
     model = SupervisedModule(TwoLayerMLP(4, 8), lr=0.2)
     data = GaussianMixture(dim=4, n_train=32, n_test=8, batch_size=None, seed=0)
     logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="", version=0)
-    trainer = pl.Trainer(max_epochs=2, logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu",
-                         callbacks=[HessianSharpness(probe_size=16, per_layer=True, density=True)])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        callbacks=[HessianSharpness(probe_size=16, per_layer=True, density=True)],
+    )
     trainer.fit(model, datamodule=data)
     events = EventAccumulator(logger.log_dir, size_guidance={"histograms": 0, "scalars": 0}).Reload()
     assert {"sharpness/lambda_max/fc1", "sharpness/lambda_max/fc2"} <= set(events.Tags()["scalars"])
@@ -315,14 +340,17 @@ def spectral_radius(m: torch.Tensor) -> float:
     return float(torch.linalg.eigvals(m).abs().max())
 
 
-@pytest.mark.parametrize("settings", [
-    {"lr": 0.5},
-    {"lr": 0.5, "momentum": 0.9},
-    {"lr": 0.2, "momentum": 0.5, "weight_decay": 0.3},
-    {"lr": 0.1, "momentum": 0.9, "nesterov": True},
-    {"lr": 0.3, "momentum": 0.6, "nesterov": True, "weight_decay": 0.1},
-    {"lr": 0.25, "momentum": 0.8, "dampening": 0.4},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lr": 0.5},
+        {"lr": 0.5, "momentum": 0.9},
+        {"lr": 0.2, "momentum": 0.5, "weight_decay": 0.3},
+        {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.3, "momentum": 0.6, "nesterov": True, "weight_decay": 0.1},
+        {"lr": 0.25, "momentum": 0.8, "dampening": 0.4},
+    ],
+)
 def test_stability_threshold_is_where_torch_sgd_on_a_quadratic_turns_unstable(settings):
     w = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.SGD([w], **settings)
@@ -365,8 +393,17 @@ def test_threshold_is_absent_where_none_is_defined():
 def test_callback_logs_the_threshold_only_where_defined(optimizer, expected):
     model = SupervisedModule(TwoLayerMLP(4, 8), optimizer=optimizer, lr=0.2, momentum=0.5)
     data = GaussianMixture(dim=4, n_train=32, n_test=8, batch_size=None, seed=0)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", callbacks=[HessianSharpness(probe_size=16)])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        callbacks=[HessianSharpness(probe_size=16)],
+    )
     trainer.fit(model, datamodule=data)
     logged = trainer.callback_metrics
     assert float(logged["sharpness/two_over_lr"]) == pytest.approx(2 / 0.2)

@@ -78,13 +78,16 @@ def test_zero_signal_gives_pure_noise():
     assert dm.snr == 0.0 and torch.equal(dm.train.x[:, :50], torch.zeros(200, 50))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(dim=1), r"`dim` to be an integer >= 2"),
-    (dict(signal_norm=-1.0), r"`signal_norm` to be a finite number >= 0"),
-    (dict(noise_std=0.0), r"`noise_std` to be a finite number > 0"),
-    (dict(label_noise=1.5), r"`label_noise` to be a probability in \[0, 1\]"),
-    (dict(n_train=0), r"`n_train` to be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(dim=1), r"`dim` to be an integer >= 2"),
+        (dict(signal_norm=-1.0), r"`signal_norm` to be a finite number >= 0"),
+        (dict(noise_std=0.0), r"`noise_std` to be a finite number > 0"),
+        (dict(label_noise=1.5), r"`label_noise` to be a probability in \[0, 1\]"),
+        (dict(n_train=0), r"`n_train` to be a positive integer"),
+    ],
+)
 def test_bad_arguments_raise_a_value_error_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SignalNoisePatches(**kwargs)

@@ -29,10 +29,30 @@ def test_killed_sweep_resumes_the_cut_run_from_its_checkpoint_and_completes_ever
     the three runs are one computation, so the killed-and-resumed run must end with the other two's
     numbers exactly (its kernel drift too, measured against the K_0 its checkpoint kept)."""
     out, marker = tmp_path / "sweep", tmp_path / "killed"
-    extra = ["--", "--trainer.max_epochs", "4", "--data.n_train", "64", "--data.n_test", "32", "--data.batch_size", "16",
-             "--model.net.width", "16", "--checkpoint_every_n_epochs", "1", "--trainer.callbacks+=tests.signal_helper.KillGroupOnce",
-             "--trainer.callbacks.epoch", "2", "--trainer.callbacks.batch", "1", "--trainer.callbacks.run", "log_every_n_steps=2__",
-             "--trainer.callbacks.marker", str(marker)]
+    extra = [
+        "--",
+        "--trainer.max_epochs",
+        "4",
+        "--data.n_train",
+        "64",
+        "--data.n_test",
+        "32",
+        "--data.batch_size",
+        "16",
+        "--model.net.width",
+        "16",
+        "--checkpoint_every_n_epochs",
+        "1",
+        "--trainer.callbacks+=tests.signal_helper.KillGroupOnce",
+        "--trainer.callbacks.epoch",
+        "2",
+        "--trainer.callbacks.batch",
+        "1",
+        "--trainer.callbacks.run",
+        "log_every_n_steps=2__",
+        "--trainer.callbacks.marker",
+        str(marker),
+    ]
     args = [*SWEEP, "--grid", "trainer.log_every_n_steps=1,2,3", "--seeds", "1", "--out", str(out), *extra]
     run_ids = [f"trainer.log_every_n_steps={k}__seed=0" for k in (1, 2, 3)]
     killed = subprocess.run(args, capture_output=True, text=True, timeout=300, start_new_session=True)  # its own process group
@@ -61,8 +81,12 @@ def test_killed_sweep_resumes_the_cut_run_from_its_checkpoint_and_completes_ever
 def test_submitit_local_launcher_runs_the_grid(tmp_path):
     pytest.importorskip("submitit")
     out = tmp_path / "sweep"
-    result = subprocess.run([*SWEEP, "--grid", "model.lr=0.1", "--seeds", "2", "--launcher", "submitit_local", "--out", str(out), *TINY],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*SWEEP, "--grid", "model.lr=0.1", "--seeds", "2", "--launcher", "submitit_local", "--out", str(out), *TINY],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     final = rows(out)
     assert sorted(r["seed"] for r in final) == ["0", "1"] and all(r["status"] == "completed" for r in final)
@@ -163,11 +187,20 @@ def test_the_config_hash_follows_content_and_arguments_and_only_interrupted_runs
             (version / "checkpoints" / "last.ckpt").write_bytes(b"")
         return tmp_path / name
 
-    cases = {("completed", True): (True, False), ("diverged", True): (True, False), ("interrupted", True): (False, True),
-             (None, True): (False, True), ("failed", True): (False, False), ("interrupted", False): (False, False)}
+    cases = {
+        ("completed", True): (True, False),
+        ("diverged", True): (True, False),
+        ("interrupted", True): (False, True),
+        (None, True): (False, True),
+        ("failed", True): (False, False),
+        ("interrupted", False): (False, False),
+    }
     for i, ((status, checkpoint), (finished, resumed)) in enumerate(cases.items()):
         root = attempt(f"run{i}", status, checkpoint)
-        assert (sweep_script.finished_summary(root) is not None, sweep_script.interrupted(root)) == (finished, resumed), (status, checkpoint)
+        assert (sweep_script.finished_summary(root) is not None, sweep_script.interrupted(root)) == (finished, resumed), (
+            status,
+            checkpoint,
+        )
 
 
 def test_bad_grid_is_a_clear_error(tmp_path):
@@ -182,8 +215,12 @@ def test_forked_runs_give_the_csv_values_of_separate_train_py_runs(tmp_path):
     config.write_text(TINY_CONFIG)
     out = tmp_path / "sweep"
     extra = ["--trainer.max_epochs", "3", "--data.batch_size", "8"]  # minibatches: the data seed orders them
-    result = subprocess.run([*SWEEP, "--config", str(config), "--grid", "model.net.width=12", "--seeds", "2", "--jobs", "2",
-                             "--out", str(out), "--", *extra], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*SWEEP, "--config", str(config), "--grid", "model.net.width=12", "--seeds", "2", "--jobs", "2", "--out", str(out), "--", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "status: completed" not in result.stdout  # each run's output is in its own train.log
     swept = rows(out)
@@ -194,10 +231,33 @@ def test_forked_runs_give_the_csv_values_of_separate_train_py_runs(tmp_path):
     procs = {}
     for r in swept:  # both at once, as the sweep ran them; width 12 is not the config's 8: the grid value counts
         root, seed = tmp_path / "separate" / r["run_id"], r["seed"]
-        procs[r["run_id"]] = root, subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(config), "--model.net.width", "12",
-             "--seed_everything", seed, "--model.seed", seed, "--data.seed", seed, "--trainer.default_root_dir", str(root),
-             "--trainer.enable_progress_bar", "false", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        procs[r["run_id"]] = (
+            root,
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "train.py"),
+                    "--config",
+                    str(config),
+                    "--model.net.width",
+                    "12",
+                    "--seed_everything",
+                    seed,
+                    "--model.seed",
+                    seed,
+                    "--data.seed",
+                    seed,
+                    "--trainer.default_root_dir",
+                    str(root),
+                    "--trainer.enable_progress_bar",
+                    "false",
+                    *extra,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+            ),
+        )
     for r in swept:
         root, proc = procs[r["run_id"]]
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
@@ -229,8 +289,26 @@ def test_a_run_whose_process_dies_or_raises_is_failed_and_the_sweep_goes_on(tmp_
     (tmp_path / "crashes.py").write_text(CRASHES)  # class paths resolve from the working directory
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
-    result = subprocess.run([*SWEEP, "--config", str(config), "--grid", "trainer.max_epochs=1,2,3", "--jobs", "2", "--out", "out",
-                             "--", "--trainer.callbacks+", "crashes.Crash"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            *SWEEP,
+            "--config",
+            str(config),
+            "--grid",
+            "trainer.max_epochs=1,2,3",
+            "--jobs",
+            "2",
+            "--out",
+            "out",
+            "--",
+            "--trainer.callbacks+",
+            "crashes.Crash",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1, result.stdout + result.stderr  # not every run finished
     by_epochs = {r["trainer.max_epochs"]: r for r in rows(tmp_path / "out")}
     assert by_epochs["1"]["status"] == "completed" and by_epochs["1"]["returncode"] == "0"
@@ -240,8 +318,9 @@ def test_a_run_whose_process_dies_or_raises_is_failed_and_the_sweep_goes_on(tmp_
 
 
 def test_the_sweep_process_itself_imports_no_torch():
-    result = subprocess.run([sys.executable, "-c", "import sys, overparam.sweep; print('torch' in sys.modules)"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, overparam.sweep; print('torch' in sys.modules)"], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "False", result.stdout + result.stderr  # only the fork server and the runs do
 
 
@@ -251,9 +330,27 @@ def test_a_forked_ddp_run_starts_its_other_rank_as_train_py(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     out = tmp_path / "sweep"
-    result = subprocess.run([*SWEEP, "--config", str(config), "--grid", "model.net.width=8", "--out", str(out), "--",
-                             "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            *SWEEP,
+            "--config",
+            str(config),
+            "--grid",
+            "model.net.width=8",
+            "--out",
+            str(out),
+            "--",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (row,) = rows(out)
     log = (Path(row["log_dir"]).parents[1] / "train.log").read_text()

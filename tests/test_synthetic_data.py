@@ -53,7 +53,9 @@ def test_hermite_matches_numpy_and_is_orthonormal_under_the_gaussian():
     np.testing.assert_allclose((values * w) @ values.T, np.eye(6), atol=1e-10)
 
 
-@pytest.mark.parametrize("link, g", [("relu", torch.relu), ("tanh", torch.tanh), ("sign", torch.sign), ("hermite_3", lambda z: (z**3 - 3 * z) / math.sqrt(6))])
+@pytest.mark.parametrize(
+    "link, g", [("relu", torch.relu), ("tanh", torch.tanh), ("sign", torch.sign), ("hermite_3", lambda z: (z**3 - 3 * z) / math.sqrt(6))]
+)
 def test_single_index_targets(link, g):
     dm = SingleIndex(d=16, link=link, n_train=300, n_test=100, seed=1)
     assert torch.allclose(dm.w_star.norm(), torch.tensor(1.0))

@@ -1,7 +1,7 @@
 """Tensor DataModule: index-slice batches, per-epoch seeded order, DDP shards; synthetic sets."""
 
-import torch
 import pytest
+import torch
 
 from datamodules.synthetic import GaussianMixture, TeacherStudent
 from datamodules.tensor import EpochPermutation, Split, TensorBatches
@@ -34,7 +34,7 @@ def test_batches_are_slices_of_the_tensors_and_full_batch_is_the_whole_set():
     loader = TensorBatches(Split(x, y), batch_size=4, shuffle=True, seed=0)
     for xb, yb in loader:
         assert torch.equal(xb, x[yb])  # y is the sample index here
-    (xb, yb), = list(TensorBatches(Split(x, y), batch_size=None))
+    ((xb, yb),) = list(TensorBatches(Split(x, y), batch_size=None))
     assert xb is x and yb is y
 
 
@@ -80,7 +80,15 @@ def test_teacher_student_targets_are_the_teacher_outputs_plus_noise():
     assert dm.output_dim == 2 and not dm.classification
 
 
-@pytest.mark.parametrize("kwargs, field", [({"n_train": 0}, "n_train"), ({"batch_size": -1}, "batch_size"), ({"label_noise": 1.5}, "label_noise"), ({"n_clusters": 3}, "n_clusters")])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"n_train": 0}, "n_train"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"label_noise": 1.5}, "label_noise"),
+        ({"n_clusters": 3}, "n_clusters"),
+    ],
+)
 def test_bad_data_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"`{field}`"):
         GaussianMixture(**kwargs)

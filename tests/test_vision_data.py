@@ -71,9 +71,18 @@ def write_cifar(root: Path) -> None:
     for name, labels in [(n, y[idx]) for n, idx in batches.items()] + [("test_batch", y_test)]:
         x = pixels(labels, (3, 32, 32), rng)
         x[:, 1] += 1  # channels differ in mean, to test per-channel standardization
-        entry = {"batch_label": name, "labels": labels.tolist(), "data": x.reshape(len(labels), 3072), "filenames": [f"{i}.png" for i in range(len(labels))]}
+        entry = {
+            "batch_label": name,
+            "labels": labels.tolist(),
+            "data": x.reshape(len(labels), 3072),
+            "filenames": [f"{i}.png" for i in range(len(labels))],
+        }
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"], "num_cases_per_batch": 12, "num_vis": 3072}
+    meta = {
+        "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+        "num_cases_per_batch": 12,
+        "num_vis": 3072,
+    }
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 
@@ -195,8 +204,20 @@ def test_missing_files_raise_one_line_naming_the_folder(tmp_path, mnist_dir):
 
 def test_train_script_exits_with_one_line_when_mnist_is_missing(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "scripts/train.py", "--config", "configs/data/mnist.yaml", "--data.data_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path / "runs")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "scripts/train.py",
+            "--config",
+            "configs/data/mnist.yaml",
+            "--data.data_dir",
+            str(tmp_path),
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -229,14 +250,26 @@ def truncate(path: Path, keep: int) -> None:
 
 MNIST_DAMAGE = {
     "truncated images": (lambda raw: truncate(raw / "train-images-idx3-ubyte", 16 + 28 * 28 * 3), "train-images-idx3-ubyte", "truncated"),
-    "labels magic": (lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + (raw / "t10k-labels-idx1-ubyte").read_bytes()[4:]),
-                     "t10k-labels-idx1-ubyte", "magic 0x00000801"),
-    "too few labels": (lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3])),
-                       "train-labels-idx1-ubyte", "declares 3"),
-    "wrong image size": (lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 30, 27, 27) + bytes(30 * 27 * 27)),
-                         "t10k-images-idx3-ubyte", "28 × 28"),
-    "a label above 9": (lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes()[:-1] + bytes([12])),
-                        "train-labels-idx1-ubyte", "digits 0..9"),
+    "labels magic": (
+        lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + (raw / "t10k-labels-idx1-ubyte").read_bytes()[4:]),
+        "t10k-labels-idx1-ubyte",
+        "magic 0x00000801",
+    ),
+    "too few labels": (
+        lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3])),
+        "train-labels-idx1-ubyte",
+        "declares 3",
+    ),
+    "wrong image size": (
+        lambda raw: (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x803, 30, 27, 27) + bytes(30 * 27 * 27)),
+        "t10k-images-idx3-ubyte",
+        "28 × 28",
+    ),
+    "a label above 9": (
+        lambda raw: (raw / "train-labels-idx1-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes()[:-1] + bytes([12])),
+        "train-labels-idx1-ubyte",
+        "digits 0..9",
+    ),
 }
 
 
@@ -260,7 +293,10 @@ def test_corrupt_mnist_gz_is_named_and_leaves_no_partial_file(tmp_path):
 
 
 CIFAR_DAMAGE = {
-    "wrong keys": (lambda f: f.write_bytes(pickle.dumps({"images": np.zeros((2, 3072), np.uint8), "targets": [0, 1]})), "keys ['images', 'targets']"),
+    "wrong keys": (
+        lambda f: f.write_bytes(pickle.dumps({"images": np.zeros((2, 3072), np.uint8), "targets": [0, 1]})),
+        "keys ['images', 'targets']",
+    ),
     "wrong shape": (lambda f: f.write_bytes(pickle.dumps({"data": np.zeros((2, 3000), np.uint8), "labels": [0, 1]})), "(2, 3000)"),
     "label count": (lambda f: f.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0]})), "1 labels"),
     "not a pickle": (lambda f: f.write_bytes(b"not a pickle at all"), "cannot be unpickled"),
@@ -280,7 +316,10 @@ def test_bad_cifar_batches_are_named(cifar_dir, damage):
 def test_corrupt_mnist1d_cache_is_rebuilt_not_used(tmp_path):
     good = loaded(MNIST1D(data_dir=str(tmp_path)))[0].x
     cache = tmp_path / "MNIST1D" / "mnist1d.npz"
-    for damage in (lambda: truncate(cache, 100), lambda: np.savez(cache, x=np.zeros((10, 40)), y=np.zeros(10), x_test=np.zeros((3, 40)), y_test=np.zeros(3))):
+    for damage in (
+        lambda: truncate(cache, 100),
+        lambda: np.savez(cache, x=np.zeros((10, 40)), y=np.zeros(10), x_test=np.zeros((3, 40)), y_test=np.zeros(3)),
+    ):
         damage()
         with pytest.warns(UserWarning, match=r"MNIST-1D cache .*mnist1d.npz is corrupt .*rebuilding it"):
             again = loaded(MNIST1D(data_dir=str(tmp_path)))[0].x
@@ -293,8 +332,18 @@ def test_train_script_names_a_bad_data_file_in_one_line_with_exit_2(mnist_dir, c
     from overparam.cli import main
 
     truncate(mnist_dir / "MNIST" / "raw" / "train-images-idx3-ubyte", 100)
-    code = main(["--config", str(ROOT / "configs" / "data" / "mnist.yaml"), "--data.data_dir", str(mnist_dir), "--data.n_train", "null",
-                 "--trainer.default_root_dir", str(mnist_dir / "runs")])
+    code = main(
+        [
+            "--config",
+            str(ROOT / "configs" / "data" / "mnist.yaml"),
+            "--data.data_dir",
+            str(mnist_dir),
+            "--data.n_train",
+            "null",
+            "--trainer.default_root_dir",
+            str(mnist_dir / "runs"),
+        ]
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "train-images-idx3-ubyte" in lines[0], lines
     assert not (mnist_dir / "runs").exists()

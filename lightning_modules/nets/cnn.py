@@ -38,7 +38,9 @@ def image_shape(input_dim: int, input_shape: Optional[tuple[int, int, int]] = No
     if input_shape is not None:
         shape = tuple(input_shape)
         if len(shape) != 3 or not all(is_integer(n) and n > 0 for n in shape) or math.prod(shape) != input_dim:
-            raise ConfigError(f"Expected argument `input_shape` to be positive integers (C, H, W) with C·H·W = input_dim = {input_dim} but got {input_shape!r}")
+            raise ConfigError(
+                f"Expected argument `input_shape` to be positive integers (C, H, W) with C·H·W = input_dim = {input_dim} but got {input_shape!r}"
+            )
         return shape
     for channels in (1, 3):
         side = math.isqrt(input_dim // channels)

@@ -90,15 +90,19 @@ class StackedEnsemble(nn.Module):
         named = [dict(m.named_parameters()) for m in members]
         buffers = [dict(m.named_buffers()) for m in members]
         for m_params, m_buffers in zip(named, buffers):
-            if {k: v.shape for k, v in m_params.items()} != {k: v.shape for k, v in named[0].items()} or \
-                    {k: v.shape for k, v in m_buffers.items()} != {k: v.shape for k, v in buffers[0].items()}:
+            if {k: v.shape for k, v in m_params.items()} != {k: v.shape for k, v in named[0].items()} or {
+                k: v.shape for k, v in m_buffers.items()
+            } != {k: v.shape for k, v in buffers[0].items()}:
                 raise ValueError("Expected the ensemble's members to share one architecture but their parameters differ")
         self.size = len(members)
         self.param_names = list(named[0])
         self.buffer_names = list(buffers[0])
-        self.params = nn.ParameterDict({
-            _name(k): nn.Parameter(torch.stack([p[k].detach() for p in named]).clone(), requires_grad=named[0][k].requires_grad)
-            for k in self.param_names})  # (E, ...) each
+        self.params = nn.ParameterDict(
+            {
+                _name(k): nn.Parameter(torch.stack([p[k].detach() for p in named]).clone(), requires_grad=named[0][k].requires_grad)
+                for k in self.param_names
+            }
+        )  # (E, ...) each
         for k in self.buffer_names:
             self.register_buffer(f"buffer__{_name(k)}", torch.stack([b[k].detach() for b in buffers]).clone())
         template = copy.deepcopy(first).to("meta")  # structure only: functional_call supplies every tensor
@@ -127,4 +131,3 @@ class StackedEnsemble(nn.Module):
 
     def extra_repr(self) -> str:
         return f"members={self.size}, net={type(self.template).__name__}"
-

@@ -79,8 +79,12 @@ class TwoLayerMLP(nn.Module):
         check_choice("parameterization", parameterization, ("standard", "ntk", "mean_field"))
         check_positive("init_scale", init_scale)
         check_probability("dropout", dropout, allow_one=False)
-        for name, flag in (("bias", bias), ("symmetric_init", symmetric_init), ("train_first_layer", train_first_layer),
-                           ("train_second_layer", train_second_layer)):
+        for name, flag in (
+            ("bias", bias),
+            ("symmetric_init", symmetric_init),
+            ("train_first_layer", train_first_layer),
+            ("train_second_layer", train_second_layer),
+        ):
             check_bool(name, flag)
         if symmetric_init and width % 2:
             raise ConfigError(f"Expected argument `width` to be even with symmetric_init=True but got {width}")

@@ -36,7 +36,9 @@ class RandomFeatures(nn.Module):
         ConfigError: on sizes that are no positive integers, an unknown activation or a non-boolean ``double``.
     """
 
-    def __init__(self, input_dim: int, width: int = 256, output_dim: int = 1, activation: Activation = "relu", double: bool = False) -> None:
+    def __init__(
+        self, input_dim: int, width: int = 256, output_dim: int = 1, activation: Activation = "relu", double: bool = False
+    ) -> None:
         super().__init__()
         check_sizes(input_dim=input_dim, width=width, output_dim=output_dim)
         check_choice("activation", activation, ACTIVATIONS)
