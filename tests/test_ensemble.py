@@ -3,8 +3,8 @@ own with ``seed + k`` on the same data ends, its metrics are logged per member, 
 members' mean, and what cannot be trained exactly is refused."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from quiet_trainer import quiet_trainer
 
 from callbacks.sharpness import HessianSharpness
 from datamodules.synthetic import GaussianMixture
@@ -19,15 +19,7 @@ TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32, a few dozen steps
 
 def fit(model, batch_size=16, epochs=3, **trainer_kwargs):
     data = GaussianMixture(dim=5, n_train=64, n_test=32, batch_size=batch_size, seed=3, cluster_std=0.5)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, **trainer_kwargs)
     trainer.fit(model, datamodule=data)
     return trainer
 

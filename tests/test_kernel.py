@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from quiet_trainer import quiet_trainer
 
 from callbacks.kernel import KernelDrift, empirical_ntk, has_closed_form, jacobian_ntk, jacobian_plan, kernel_alignment, two_layer_ntk
 from callbacks.memory import JacobianPlan, parse_bytes, plan_jacobian_gram
@@ -118,17 +119,7 @@ def test_callbacks_do_not_change_training(tmp_path):
         data = GaussianMixture(dim=4, n_train=64, n_test=32, batch_size=16, seed=0)
         data.teacher = TwoLayerMLP(4, 3, 1, bias=False)  # lets TeacherRecovery run on this data
         model = SupervisedModule(TwoLayerMLP(4, 16, 1, "tanh"), lr=0.2, momentum=0.9, seed=0)
-        trainer = pl.Trainer(
-            max_epochs=3,
-            callbacks=callbacks,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=2,
-            default_root_dir=tmp_path,
-            accelerator="cpu",
-        )
+        trainer = quiet_trainer(max_epochs=3, callbacks=callbacks, num_sanity_val_steps=2, default_root_dir=tmp_path)
         trainer.fit(model, datamodule=data)
         return model.state_dict(), dict(trainer.callback_metrics), torch.get_rng_state()
 

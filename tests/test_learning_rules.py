@@ -8,6 +8,7 @@ import copy
 import pytest
 import pytorch_lightning as pl
 import torch
+from quiet_trainer import quiet_trainer
 from torch import nn
 
 from datamodules.synthetic import GaussianMixture, TeacherStudent
@@ -253,15 +254,7 @@ def test_dfa_module_fits_with_a_trainer_and_checkpoints_its_feedback(tmp_path, s
         )
         with torch.no_grad():
             initial = module.loss_fn(module(data.train.x), data.train.y).item()
-        trainer = pl.Trainer(
-            max_epochs=150,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            default_root_dir=tmp_path,
-        )
+        trainer = quiet_trainer(max_epochs=150, default_root_dir=tmp_path)
         trainer.fit(module, datamodule=data)
         return module, trainer, initial
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from quiet_trainer import quiet_trainer
 
 from lightning_modules import losses
 from lightning_modules.module import SupervisedModule, param_groups
@@ -69,7 +70,6 @@ def test_bad_module_arguments_name_the_field(kwargs, field):
 
 
 def test_logged_metrics_are_whole_set_values_not_minibatch_averages(tmp_path):
-    import pytorch_lightning as pl
 
     from callbacks.gaps import TrainTestGap
     from datamodules.synthetic import GaussianMixture
@@ -78,15 +78,7 @@ def test_logged_metrics_are_whole_set_values_not_minibatch_averages(tmp_path):
     data = GaussianMixture(dim=6, n_train=96, n_test=80, batch_size=16, seed=3, cluster_std=0.5)
     model = SupervisedModule(TwoLayerMLP(6, 32, 1), loss="hinge", lr=0.5, lr_schedule="cosine", seed=1)
     logger = SummaryLogger(save_dir=str(tmp_path))
-    trainer = pl.Trainer(
-        max_epochs=3,
-        logger=logger,
-        callbacks=[TrainTestGap()],
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=3, logger=logger, callbacks=[TrainTestGap()])
     trainer.fit(model, datamodule=data)
     with torch.no_grad():
         out_train, out_test = model.net(data.train.x), model.net(data.test.x)

@@ -4,8 +4,8 @@ import copy
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from quiet_trainer import quiet_trainer
 
 from callbacks.flatness import Flatness, perturbed_loss_increase
 from callbacks.sgd_noise import GradientNoise, gradient_noise_trace
@@ -159,16 +159,7 @@ def test_sam_inside_lightning_equals_a_plain_loop_and_calls_the_closure_twice():
     dm.prepare_splits()
     x, y = dm.train.x, dm.train.y
     loss_before = float(losses.mean_loss("mse", net(x), y).detach())
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[GradientNoise(n_batches=2), Flatness(n_samples=2)],
-    )
+    trainer = quiet_trainer(max_epochs=3, callbacks=[GradientNoise(n_batches=2), Flatness(n_samples=2)])
     trainer.fit(model, datamodule=dm)
     assert model.calls == 2 * 3 * 4  # two closure calls per step, 4 steps per epoch
     # The diagnostics' last values are their functional cores on the final weights and the whole set
@@ -232,16 +223,7 @@ def test_sam_and_entropy_sgd_refuse_gradient_accumulation_and_16_bit_mixed_preci
     dm = GaussianMixture(dim=8, n_train=64, n_test=32, batch_size=16, seed=0)
     model = SupervisedModule(TwoLayerMLP(8, 16, 1), optimizer=optimizer, lr=0.1, seed=1)
     before = copy.deepcopy(model.state_dict())
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        accumulate_grad_batches=2,
-    )
+    trainer = quiet_trainer(max_epochs=1, accumulate_grad_batches=2)
     with pytest.raises(ConfigError, match=rf"`trainer.accumulate_grad_batches` to be 1 for optimizer '{optimizer}' .* but got 2$"):
         trainer.fit(model, datamodule=dm)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no update was made

@@ -1,8 +1,8 @@
 """Replicas trained in lockstep, and independent-subnetwork training (IST)."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
+from quiet_trainer import quiet_trainer
 
 from callbacks.replica import ReplicaDistance, replica_distance
 from datamodules.synthetic import GaussianMixture
@@ -13,16 +13,7 @@ from lightning_modules.nets.mlp import TwoLayerMLP
 
 
 def fit(model, data, epochs=2, callbacks=(), loader=None):
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=list(callbacks),
-    )
+    trainer = quiet_trainer(max_epochs=epochs, limit_val_batches=0, callbacks=list(callbacks))
     trainer.fit(model, datamodule=data, train_dataloaders=loader)
     return trainer
 
@@ -138,15 +129,7 @@ def test_ist_sam_replicas_resume_bit_exactly(tmp_path):
     trainer = fit(first, data(), epochs=2)
     trainer.save_checkpoint(tmp_path / "half.ckpt")
     resumed = SupervisedModule(TwoLayerMLP(5, 16, 1), **settings)
-    trainer = pl.Trainer(
-        max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
+    trainer = quiet_trainer(max_epochs=4, limit_val_batches=0)
     trainer.fit(resumed, datamodule=data(), ckpt_path=tmp_path / "half.ckpt")
     assert [g["block"] for g in trainer.optimizers[0].param_groups] == [0, 1]
     assert not torch.equal(straight.net.fc1.weight, first.net.fc1.weight)  # the last two epochs moved it

@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from quiet_trainer import quiet_trainer
 
 from overparam.checkpoint import RunRecord
 from overparam.cli import main, run_folder
@@ -147,17 +148,7 @@ def fit(root: Path, tiny, max_epochs: int, ckpt_path=None) -> SummaryLogger:
     torch.set_num_threads(1)
     logger = SummaryLogger(save_dir=str(root), version=0)
     model, data = tiny()
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        logger=logger,
-        callbacks=[RunRecord("h"), LogOnceAtStart()],
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(root),
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_epochs=max_epochs, logger=logger, callbacks=[RunRecord("h"), LogOnceAtStart()], default_root_dir=str(root))
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     trainer.save_checkpoint(str(root / "state.ckpt"))
     return logger

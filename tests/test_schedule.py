@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers.logger import Logger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from quiet_trainer import quiet_trainer
 
 from callbacks.alignment import FeedbackAlignment
 from callbacks.flatness import Flatness
@@ -72,17 +73,7 @@ class SigtermAt(pl.Callback):
 
 
 def trainer(logger: Capture, callbacks: list, max_epochs: int, root) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=max_epochs,
-        logger=logger,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        accelerator="cpu",
-    )
+    return quiet_trainer(max_epochs=max_epochs, logger=logger, callbacks=callbacks, default_root_dir=root)
 
 
 def test_every_diagnostic_measures_at_init_every_n_epochs_and_at_the_last_step(tmp_path):

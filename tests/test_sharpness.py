@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
+from quiet_trainer import quiet_trainer
 
 from callbacks.net_state import probe_indices
 from callbacks.sharpness import (
@@ -289,16 +290,8 @@ def test_callback_logs_per_layer_scalars_and_the_density_histogram(tmp_path):
     model = SupervisedModule(TwoLayerMLP(4, 8), lr=0.2)
     data = GaussianMixture(dim=4, n_train=32, n_test=8, batch_size=None, seed=0)
     logger = pl.loggers.TensorBoardLogger(str(tmp_path), name="", version=0)
-    trainer = pl.Trainer(
-        max_epochs=2,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator="cpu",
-        callbacks=[HessianSharpness(probe_size=16, per_layer=True, density=True)],
+    trainer = quiet_trainer(
+        max_epochs=2, logger=logger, limit_val_batches=0, callbacks=[HessianSharpness(probe_size=16, per_layer=True, density=True)]
     )
     trainer.fit(model, datamodule=data)
     events = EventAccumulator(logger.log_dir, size_guidance={"histograms": 0, "scalars": 0}).Reload()
@@ -393,17 +386,7 @@ def test_threshold_is_absent_where_none_is_defined():
 def test_callback_logs_the_threshold_only_where_defined(optimizer, expected):
     model = SupervisedModule(TwoLayerMLP(4, 8), optimizer=optimizer, lr=0.2, momentum=0.5)
     data = GaussianMixture(dim=4, n_train=32, n_test=8, batch_size=None, seed=0)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        accelerator="cpu",
-        callbacks=[HessianSharpness(probe_size=16)],
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[HessianSharpness(probe_size=16)])
     trainer.fit(model, datamodule=data)
     logged = trainer.callback_metrics
     assert float(logged["sharpness/two_over_lr"]) == pytest.approx(2 / 0.2)

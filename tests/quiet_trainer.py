@@ -1,0 +1,18 @@
+"""The Trainer of the in-process tests: on the CPU, with no logger, checkpoints, progress bar, model
+summary or sanity steps unless a test asks for them."""
+
+import pytorch_lightning as pl
+
+QUIET = dict(
+    accelerator="cpu",
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
+
+
+def quiet_trainer(**settings) -> pl.Trainer:
+    """``pl.Trainer(**QUIET, **settings)``, ``settings`` winning."""
+    return pl.Trainer(**{**QUIET, **settings})
