@@ -312,7 +312,9 @@ def test_a_run_whose_process_dies_or_raises_is_failed_and_the_sweep_goes_on(tmp_
     assert result.returncode == 1, result.stdout + result.stderr  # not every run finished
     by_epochs = {r["trainer.max_epochs"]: r for r in rows(tmp_path / "out")}
     assert by_epochs["1"]["status"] == "completed" and by_epochs["1"]["returncode"] == "0"
-    assert by_epochs["2"]["status"] == "failed" and by_epochs["2"]["returncode"] == str(-signal.SIGKILL)
+    # Killed by SIGKILL: -9, or 255 where multiprocessing's fork server could not report the signal
+    # (popen_forkserver's fallback when the status pipe closes first; seen once under load).
+    assert by_epochs["2"]["status"] == "failed" and by_epochs["2"]["returncode"] in (str(-signal.SIGKILL), "255")
     assert by_epochs["3"]["status"] == "failed" and by_epochs["3"]["returncode"] == "1"
     assert "RuntimeError: deliberate bug" in (tmp_path / by_epochs["3"]["log_dir"]).read_text()  # the traceback, in the run's log
 
