@@ -9,7 +9,6 @@ resumed run's ``summary.json`` keeps what was measured before the interruption).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -20,6 +19,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
+
+from overparam.paths import version_folders
 
 
 def diverged(pl_module: pl.LightningModule) -> bool:
@@ -108,13 +109,8 @@ class CtrlCAsSigterm:
 
 def find_last_checkpoint(root: Path) -> Optional[Path]:
     """The ``last.ckpt`` of the highest ``version_K`` under ``root/lightning_logs`` that has one."""
-    versions = []
-    for ckpt in (root / "lightning_logs").glob("version_*/checkpoints/last.ckpt"):
-        try:
-            versions.append((int(ckpt.parent.parent.name.split("_", 1)[1]), ckpt))
-        except ValueError:
-            continue
-    return max(versions)[1] if versions else None
+    checkpoints = [v / "checkpoints" / LastCheckpoint.FILENAME for v in version_folders(root)]
+    return next((c for c in reversed(checkpoints) if c.is_file()), None)
 
 
 class RunRecord(pl.Callback):
@@ -152,11 +148,3 @@ def stored_config_hash(ckpt: Path) -> Optional[str]:
     """The config hash a checkpoint was written under (``None`` for a checkpoint without a RunRecord)."""
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
     return (checkpoint.get(RunRecord.KEY) or {}).get("config_hash")
-
-
-def run_status(version_dir: Path) -> Optional[str]:
-    """The ``status`` in ``version_dir/summary.json`` (``None`` when there is no readable summary)."""
-    try:
-        return json.loads((version_dir / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None

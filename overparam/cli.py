@@ -35,10 +35,10 @@ from callbacks.gaps import TrainTestGap
 from datamodules.tensor import TensorDataModule
 from lightning_modules.checks import ConfigError
 from lightning_modules.module import SupervisedModule
-from overparam.checkpoint import CtrlCAsSigterm, LastCheckpoint, RunRecord, find_last_checkpoint, run_status, stored_config_hash
+from overparam.checkpoint import CtrlCAsSigterm, LastCheckpoint, RunRecord, find_last_checkpoint, stored_config_hash
 from overparam.errors import condense_error
 from overparam.paths import BASE_CONFIG, CONFIGS, DEFAULT_CONFIG
-from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED
+from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED, run_status
 from overparam.summary import SummaryLogger, config_hash, write_summary
 
 # stderr is for problems only: Lightning's notices (accelerator found, logger tips, "max_epochs
@@ -313,37 +313,37 @@ def with_default_experiment(args: list[str]) -> list[str]:
     return ["--config", str(DEFAULT_CONFIG), *args]
 
 
-def check_config_files(args: list[str]) -> None:
-    """Read and YAML-parse every ``--config`` file named in ``args``.
+def read_config_files(args: list[str]) -> list[dict]:
+    """Read and YAML-parse every ``--config`` file named in ``args``, in order.
 
     Raises:
         ConfigError: naming the file, when it is missing, unreadable or not valid YAML.
     """
     files = [b for a, b in zip(args, args[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    configs = []
     for name in files:
         try:
             text = Path(name).read_text()
         except OSError as err:
             raise ConfigError(f"Expected --config to name a readable YAML file but got {name!r} ({err.strerror or err})") from err
         try:
-            yaml.safe_load(text)
+            configs.append(yaml.safe_load(text) or {})
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
             raise ConfigError(f"Expected --config {name} to be valid YAML but {getattr(err, 'problem', None) or err}{where}") from err
+    return configs
 
 
-def with_default_classes(args: list[str]) -> list[str]:
-    """``args`` with ``--model.net TwoLayerMLP`` / ``--data GaussianMixture`` in front when no config file
-    and no flag in ``args`` names a net / data class (see ``DEFAULT_NET``).
+def with_default_classes(args: list[str], configs: list[dict]) -> list[str]:
+    """``args`` with ``--model.net TwoLayerMLP`` / ``--data GaussianMixture`` in front when none of the
+    ``configs`` (the parsed ``--config`` files) and no flag in ``args`` names a net / data class (see ``DEFAULT_NET``).
 
-    >>> with_default_classes(["--data", "MNIST"])[:2]
+    >>> with_default_classes(["--data", "MNIST"], [])[:2]
     ['--model.net', 'lightning_modules.nets.mlp.TwoLayerMLP']
     """
     named = {"net": False, "data": False}
-    files = [b for a, b in zip(args, args[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
-    for name in files:
-        config = yaml.safe_load(Path(name).read_text()) or {}
+    for config in (c for c in configs if isinstance(c, dict)):  # anything else jsonargparse reports
         net = ((config.get("model") or {}).get("init_args") or {}).get("net")
         named["net"] |= isinstance(net, str) or (isinstance(net, dict) and "class_path" in net)
         data = config.get("data")
@@ -361,8 +361,7 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     args = with_default_experiment(sys.argv[1:] if args is None else args)
     if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from the working directory, as with `python -m`
         sys.path.append(os.getcwd())
-    check_config_files(args)
-    args = expand_short_names(with_default_classes(args), import_suite())
+    args = expand_short_names(with_default_classes(args, read_config_files(args)), import_suite())
     OneLineErrorParser.argv = args
     return OverparamCLI(
         SupervisedModule,

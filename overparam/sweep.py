@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Optional
 
 from overparam import workers
-from overparam.paths import BASE_CONFIG, DEFAULT_CONFIG, TRAIN_SCRIPT
-from overparam.status import FINISHED
+from overparam.paths import BASE_CONFIG, DEFAULT_CONFIG, TRAIN_SCRIPT, version_folders
+from overparam.status import FINISHED, run_status
 from overparam.sweep_results import read_rows, summary_row, write_rows
 
 
@@ -102,17 +102,14 @@ def run_root(out: Path, config_hash: str, rid: str) -> Path:
 
 def latest_version(root: Path) -> Optional[Path]:
     """The run's highest ``lightning_logs/version_K`` folder, or None."""
-    versions = [(int(p.name.split("_", 1)[1]), p) for p in root.glob("lightning_logs/version_*") if p.name.split("_", 1)[1].isdigit()]
-    return max(versions)[1] if versions else None
+    versions = version_folders(root)
+    return versions[-1] if versions else None
 
 
 def latest_status(root: Path) -> tuple[Optional[Path], Optional[str]]:
     """The run's latest attempt (its version folder) and the status in its summary.json (None: no summary yet)."""
     version = latest_version(root)
-    summary = version / "summary.json" if version is not None else None
-    if summary is None or not summary.is_file():
-        return version, None
-    return version, json.loads(summary.read_text()).get("status")
+    return version, run_status(version) if version is not None else None
 
 
 def finished_summary(root: Path) -> Optional[Path]:
