@@ -162,6 +162,68 @@ class TeacherStudent(TensorDataModule):
         return draw(self.n_train), draw(self.n_test)
 
 
+class RandomLabels(TensorDataModule):
+    """Memorization task: x ~ N(0, I_d) and labels drawn independently of x.
+
+    ``labels="gaussian"``: y ~ N(0, I_k) with k = ``output_dim`` (regression, shape (n, k));
+    ``labels="classes"``: y ∈ {0, 1} uniform (binary classification; ±1 for the hinge and
+    logistic losses, one output). The test set is drawn the same way, so no net beats chance
+    (test loss ≥ the label variance, accuracy ½ on average): only the training fit is informative.
+    This is the setting of the memorization results in the NT regime (λ_min of the kernel on n
+    points bounded away from zero once width × d ≫ n; Montanari & Zhong, 2020; Bubeck et al., 2020).
+
+    Args:
+        dim: input dimension d.
+        labels: ``gaussian`` or ``classes``.
+        output_dim: k, the number of Gaussian targets (must be 1 with ``labels="classes"``).
+
+    Raises:
+        ConfigError: on sizes that are no positive integers, an unknown ``labels``, or output_dim ≠ 1 with classes.
+    """
+
+    num_classes = 2  # when labels="classes"
+
+    def __init__(
+        self,
+        dim: int = 16,
+        labels: Literal["gaussian", "classes"] = "gaussian",
+        output_dim: int = 1,
+        n_train: int = 128,
+        n_test: int = 128,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        label_noise: float = 0.0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        check_choice("labels", labels, ("gaussian", "classes"))
+        self.classification = labels == "classes"  # before the base checks label_noise against it
+        super().__init__(
+            n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
+        )
+        check_positive_int("dim", dim)
+        check_positive_int("output_dim", output_dim)
+        if self.classification and output_dim != 1:
+            raise ConfigError(f"Expected argument `output_dim` to be 1 with labels='classes' but got {output_dim!r}")
+        self.dim, self.labels, self._output_dim = dim, labels, output_dim
+
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    @property
+    def output_dim(self) -> int:
+        return self._output_dim
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        def draw(n: int) -> Split:
+            x = torch.randn(n, self.dim, generator=generator)  # (n, d)
+            if self.classification:
+                return Split(x, torch.randint(0, 2, (n,), generator=generator))  # (n,), independent of x
+            return Split(x, torch.randn(n, self._output_dim, generator=generator))  # (n, k), independent of x
+
+        return draw(self.n_train), draw(self.n_test)
+
+
 class SparseParity(TensorDataModule):
     """(n, k)-sparse parity: x uniform on {±1}^n, label χ_S(x) = Π_{i∈S} x_i for a hidden S, |S| = k.
 

@@ -33,6 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from overparam.claim_figures import figures_for  # noqa: E402
 from overparam.sweep_results import FINISHED, metric_columns, swept_columns  # noqa: E402
 
 POWER_LAW = ("kernel/drift", "weights/rel_change")
@@ -51,6 +52,14 @@ CLAIMS = {
     "gaussian_mixture": "learned, with a small train/test gap",
     "sgd_temperature": "replica distance grows with lr / batch size",
     "flat_minima": "SAM and Entropy-SGD end flatter than SGD",
+    "interpolation_threshold": "lambda_min(NTK) > 0 and random labels fitted only above parameters ~ n",
+    "beyond_ntk": "near-zero loss even where the kernel moves O(1)",
+    "paired_init": "paired (symmetric) init reaches loss eps at a smaller width",
+    "wide_input": "d >= n: loss -> 0 at a small fixed width (tanh)",
+    "mean_field_consistency": "mean field: consistent across widths, O(1) drift; NTK: drift -> 0",
+    "resnet_convergence": "residual nets converge geometrically at every depth; plain nets slow with depth",
+    "student_recovery": "every non-negligible student neuron matches a teacher neuron",
+    "nt_ridge": "NT ridge ~ polynomial ridge of degree log n / log d; empirical NTK -> analytic",
 }
 #: What each tag's y axis measures.
 Y_LABELS = {
@@ -240,6 +249,9 @@ def sweep_figures(csv_path: Path, out: Path, only: Optional[list[str]] = None) -
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths.append(path)
+    configs = sorted({Path(r.get("config") or "").stem for r in rows} - {""})
+    for claim_figure in figures_for(configs):
+        paths += claim_figure(rows, csv_path, out)
     return paths
 
 
