@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from overparam.paths import TRAIN_SCRIPT
 
@@ -26,15 +27,19 @@ from overparam.paths import TRAIN_SCRIPT
 PRELOAD = ["overparam.cli", "torch.utils.tensorboard"]
 
 
-def train_in_this_process(args: list[str], log: str, threads: int) -> None:
-    """The body of a forked run: output to ``log`` (appended), ``threads`` torch/OpenMP/MKL threads,
-    then ``overparam.cli.main(args)``; exits with its code (1 with a traceback in the log on a bug)."""
+def train_in_this_process(args: list[str], log: str, threads: int, err_log: Optional[str] = None) -> None:
+    """The body of a forked run: stdout and stderr to ``log`` (appended; stderr to ``err_log`` when
+    given), ``threads`` torch/OpenMP/MKL threads, then ``overparam.cli.main(args)``; exits with its code
+    (1 with a traceback in the log on a bug)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    for target, fds in ((log, (1,) if err_log else (1, 2)), (err_log, (2,))):
+        if target is None:
+            continue
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for std in fds:
+            os.dup2(fd, std)
+        os.close(fd)
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))  # as scripts/train.py gets them
     sys.argv = [str(TRAIN_SCRIPT), *args]  # what Lightning's DDP launcher re-runs for ranks > 0 (else: the sweep's own command)
     import torch  # noqa: PLC0415  (preloaded by the server: free here)
@@ -45,18 +50,30 @@ def train_in_this_process(args: list[str], log: str, threads: int) -> None:
     sys.exit(main(args))
 
 
-def train(args: list[str], log: Path, threads: int) -> int:
+def train(args: list[str], log: Path, threads: int, err_log: Optional[Path] = None, timeout: Optional[float] = None) -> int:
     """Run ``scripts/train.py args`` in a process forked from the preloaded server and wait for it.
 
     One ``Process`` per run, not a ``ProcessPoolExecutor``: a run whose process dies (SIGKILL, a
     segfault, the OOM killer) fails alone, where it would break the pool and every run waiting on it.
+
+    Args:
+        err_log: where stderr goes, when not into ``log`` with stdout.
+        timeout: seconds to wait; then the run is killed and :class:`TimeoutError` raised.
 
     Returns:
         its exit code (see overparam/status.py); negative when a signal killed it (``-9``: SIGKILL).
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)  # read when the server starts: with the first run
-    process = context.Process(target=train_in_this_process, args=(list(args), str(log), threads), name=f"train {log.parent.name}")
+    process = context.Process(
+        target=train_in_this_process,
+        args=(list(args), str(log), threads, None if err_log is None else str(err_log)),
+        name=f"train {log.parent.name}",
+    )
     process.start()
-    process.join()
+    process.join(timeout)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        raise TimeoutError(f"scripts/train.py {' '.join(args)} ran past {timeout} s and was killed")
     return process.exitcode

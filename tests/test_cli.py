@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from train_process import train_process
 
 from overparam.cli import build_cli, check_before_fit
 from overparam.errors import condense_error
@@ -108,7 +109,7 @@ def test_default_run_writes_tagged_events_and_summary_and_loss_falls_tenfold(tmp
     "args, field, allowed", [(["--model.net.activation", "swish"], "activation", "relu, tanh, erf, quadratic, gelu, linear")]
 )
 def test_bad_choice_exits_nonzero_with_one_line_naming_field_and_choices(args, field, allowed, tmp_path):
-    result = subprocess.run([*TRAIN, *args, "--trainer.default_root_dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    result = train_process([*args, "--trainer.default_root_dir", str(tmp_path)])
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and field in lines[0] and allowed in lines[0] and "swish" in lines[0], result.stderr

@@ -4,14 +4,12 @@ probe sets and initial kernel included; runs are deterministic."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from train_process import train_process
 
-ROOT = Path(__file__).resolve().parent.parent
-TRAIN = [sys.executable, str(ROOT / "scripts" / "train.py")]
 SMALL = [
     "--trainer.enable_progress_bar",
     "false",
@@ -29,7 +27,8 @@ SMALL = [
 
 
 def train(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*TRAIN, *SMALL, "--trainer.default_root_dir", str(root), *args], capture_output=True, text=True, timeout=300)
+    """``scripts/train.py SMALL --trainer.default_root_dir root args`` in a process of its own (forked, preloaded)."""
+    return train_process([*SMALL, "--trainer.default_root_dir", str(root), *args])
 
 
 def summary(root: Path) -> dict:
