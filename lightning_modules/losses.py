@@ -59,6 +59,22 @@ def per_sample_loss(name: str, output: torch.Tensor, y: torch.Tensor) -> torch.T
     raise ConfigError(f"Expected argument `loss` to be one of {', '.join(LOSSES)} but got {name!r}")
 
 
+def mse_targets(y: torch.Tensor, outputs: int) -> torch.Tensor:
+    """The targets the mse loss fits, (n, outputs): y itself for regression, t = 2y − 1 for binary labels
+    with one output, one-hot e_y for C classes (the table above).
+
+    >>> mse_targets(torch.tensor([0, 1]), 1).tolist()
+    [[-1.0], [1.0]]
+    >>> mse_targets(torch.tensor([2, 0]), 3).tolist()
+    [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    """
+    if not is_classification(y):
+        return y.reshape(len(y), outputs)
+    if outputs == 1:
+        return (2.0 * y.float() - 1.0)[:, None]
+    return F.one_hot(y, outputs).float()
+
+
 def mean_loss(name: str, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The training loss: the mean of :func:`per_sample_loss`."""
     return per_sample_loss(name, output, y).mean()

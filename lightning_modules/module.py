@@ -110,6 +110,8 @@ def check_ensemble(
         refuse("argument `replicas` to be 1", replicas)
     if seed is None:
         refuse("argument `seed` to be an integer (member k is drawn from seed + k)", seed)
+    if getattr(net, "closed_form", False):
+        refuse("argument `net.closed_form` to be false (the members' readouts are trained)", True)
     dropout = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
     for name, module in net.named_modules():
         if isinstance(module, dropout) and module.p > 0 or getattr(module, "track_running_stats", False):
@@ -284,6 +286,10 @@ class SupervisedModule(pl.LightningModule):
         hp = self.hparams
         if data is not None and not getattr(data, "classification", True) and hp.loss != "mse":
             raise ConfigError(f"Expected argument `loss` to be mse for the regression data {type(data).__name__} but got {hp.loss!r}")
+        if getattr(self.net, "closed_form", False) and hp.loss != "mse":
+            raise ConfigError(
+                f"Expected argument `loss` to be mse with `net.closed_form` true (a least-squares readout) but got {hp.loss!r}"
+            )
         if hp.replicas > 1 and not callable(getattr(data, "batch_order", None)):
             raise ConfigError(
                 f"Expected a DataModule with `batch_order` (a TensorDataModule) for replicas = {hp.replicas} but got {type(data).__name__}"
@@ -410,6 +416,16 @@ class SupervisedModule(pl.LightningModule):
         self._log_metrics(("train", "test"))
         if not self.trainer.sanity_checking:
             self.last_eval_step = self.trainer.global_step
+
+    def on_fit_start(self) -> None:
+        """A closed-form readout (``net.closed_form``, e.g. RandomFeatures) is solved on the whole training
+        set before the first step, for the net and each replica; a resumed run keeps its checkpoint's."""
+        if self.trainer.global_step != 0 or not getattr(self.net, "closed_form", False):
+            return
+        train = self.trainer.datamodule.train  # the whole set on every rank (not its shard): the same readout everywhere
+        x, y = train.x.to(self.device), train.y.to(self.device)
+        for net in (self.net, *self.replica_nets):
+            net.fit_readout(x, losses.mse_targets(y, net.output_dim))
 
     def on_train_start(self) -> None:
         if self.trainer.global_step == 0:  # the initial weights at step 0 (a resumed run has logged them)
