@@ -60,6 +60,10 @@ CLAIMS = {
     "resnet_convergence": "residual nets converge geometrically at every depth; plain nets slow with depth",
     "student_recovery": "every non-negligible student neuron matches a teacher neuron",
     "nt_ridge": "NT ridge ~ polynomial ridge of degree log n / log d; empirical NTK -> analytic",
+    "triple_descent": "two kinds of random features: two peaks, flattened by a larger ridge",
+    "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank",
+    "one_dimensional_he_init": "He-init ReLU on 1-D data: biases barely move, fit ~ least-squares line",
+    "manifold_sensitivity": "transversal sensitivity falls with depth and with noise across the subspace",
 }
 #: What each tag's y axis measures.
 Y_LABELS = {

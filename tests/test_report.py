@@ -73,3 +73,36 @@ def test_sweep_figure_names_the_experiment_and_its_spread_honestly(tmp_path, mon
     (tmp_path / "two").mkdir()
     title, _ = sweep_titles(tmp_path / "two", monkeypatch, seeds=[0, 1])
     assert "mean ± std over 2 seeds" in title
+
+
+def test_double_descent_figure_draws_one_line_per_solver_from_the_runs_configs(tmp_path, monkeypatch):
+    """Rows of three sweeps in one CSV (closed form, GD, Adam): each run's summary.json names its solver."""
+    import json
+
+    from overparam.claim_figures import double_descent
+
+    shown = []
+    monkeypatch.setattr(double_descent.plt, "close", lambda fig: shown.append(fig))
+    solvers = {
+        "a": {"net": {"init_args": {"closed_form": True, "ridge": 0.0}}, "optimizer": "sgd", "lr": 0.0},
+        "b": {"net": {"init_args": {"closed_form": False}}, "optimizer": "adam", "lr": 0.3},
+    }
+    csv_path = tmp_path / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["config_hash", "config", "run_id", "model.net.width", "seed", "status", "wall_time_s", "returncode", "log_dir", "test/loss"]
+        )
+        for hash_, model in solvers.items():
+            for width in (16, 64, 256):
+                run = tmp_path / f"{hash_}{width}"
+                run.mkdir()
+                config = {"model": {"init_args": model}, "trainer": {"max_epochs": 500}, "data": {"init_args": {"n_train": 64}}}
+                (run / "summary.json").write_text(json.dumps({"config": config}))
+                w.writerow([hash_, "configs/experiments/double_descent.yaml", f"w{width}", width, 0, "completed", 1, 0, run, 1.0 / width])
+    paths = report.sweep_figures(csv_path, tmp_path)
+    assert tmp_path / "double_descent_by_solver.png" in paths
+    ax = shown[-1].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "min-norm (closed form)" in labels and "adam from a = 0, lr 0.3, 500 epochs" in labels and "width = n = 64" in labels
+    assert ax.get_xscale() == "log" and "double_descent" in ax.get_title()
