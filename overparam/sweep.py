@@ -3,6 +3,9 @@
     python scripts/sweep.py --config configs/experiments/ntk_drift.yaml \\
         --grid model.net.width=64,256,1024 --seeds 3 --jobs 2 --out runs/sweeps/ntk_drift
 
+``--grid`` keys form a product; ``--zip`` keys move together (``--zip model.net.width=256,512
+--zip model.lr=25.6,51.2``: two points, lr ∝ width), crossed with the ``--grid`` keys.
+
 Each run is ``scripts/train.py --config X --<key> <value> ... --seed_everything s --model.seed s
 --data.seed s --trainer.default_root_dir OUT/runs/<config_hash>/<run_id> <extra>``, its output in
 ``<run_id>/train.log``. Extra arguments after ``--`` go to every run. Locally (``--jobs`` at a time)
@@ -65,9 +68,30 @@ def run_id(point: dict[str, str], seed: int) -> str:
     return "__".join(parts).replace("/", "_").replace(" ", "")
 
 
-def runs_of(grid: dict[str, list[str]], seeds: list[int]) -> list[tuple[str, dict[str, str], int]]:
+def zipped_points(zipped: dict[str, list[str]]) -> list[dict[str, str]]:
+    """The points of ``--zip`` keys, which move together: the i-th value of every key.
+
+    >>> zipped_points({"model.net.width": ["256", "512"], "model.lr": ["25.6", "51.2"]})
+    [{'model.net.width': '256', 'model.lr': '25.6'}, {'model.net.width': '512', 'model.lr': '51.2'}]
+    """
+    lengths = {len(values) for values in zipped.values()}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"Expected every --zip key to have as many values as the others but got {', '.join(f'{k}: {len(v)}' for k, v in zipped.items())}"
+        )
+    return [dict(zip(zipped, values)) for values in zip(*zipped.values())] if zipped else [{}]
+
+
+def runs_of(
+    grid: dict[str, list[str]], seeds: list[int], zipped: Optional[dict[str, list[str]]] = None
+) -> list[tuple[str, dict[str, str], int]]:
+    """Every (run_id, point, seed): the product of the ``--grid`` keys and the ``--zip`` points, times the seeds."""
     keys = list(grid)
-    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    points = [
+        {**dict(zip(keys, values)), **together}
+        for values in itertools.product(*(grid[k] for k in keys))
+        for together in zipped_points(zipped or {})
+    ]
     return [(run_id(point, seed), point, seed) for point in points for seed in seeds]
 
 
@@ -196,6 +220,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Grid sweep over dotted config keys and seeds; one CSV row per run.")
     parser.add_argument("--config", help="experiment YAML (default: configs/default.yaml; configs/base.yaml is under every config)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a swept key; repeat for a product grid")
+    parser.add_argument(
+        "--zip",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="keys that move together (the i-th values of all --zip keys form one point), e.g. a width and an lr ∝ width; "
+        "crossed with the --grid keys",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for each grid point")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<config_hash>/<run_id>/")
@@ -208,9 +240,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        grid = parse_grid(args.grid)
+        grid, zipped = parse_grid(args.grid), parse_grid(args.zip)
+        zipped_points(zipped)
     except ValueError as err:
         parser.error(str(err))
+    if set(grid) & set(zipped):
+        parser.error(f"Expected a key in --grid or in --zip, not both, but got {', '.join(sorted(set(grid) & set(zipped)))}")
     if args.seeds < 1 or args.jobs < 1:
         parser.error(f"Expected --seeds and --jobs to be >= 1 but got {args.seeds} and {args.jobs}")
     if args.config and not Path(args.config).is_file():
@@ -223,8 +258,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     (out / "runs" / identity["config_hash"]).mkdir(parents=True, exist_ok=True)
     (out / "runs" / identity["config_hash"] / "sweep_config.json").write_text(json.dumps(identity, indent=2))
     rows, swept = read_rows(csv_path)
-    swept = list(dict.fromkeys([*swept, *grid]))  # earlier sweeps' keys keep their columns
-    runs = runs_of(grid, list(range(args.seeds)))
+    swept = list(dict.fromkeys([*swept, *grid, *zipped]))  # earlier sweeps' keys keep their columns
+    runs = runs_of(grid, list(range(args.seeds)), zipped)
     keys = [(identity["config_hash"], rid) for rid, _, _ in runs]
     todo, rebuilt = [], 0
     for key, (rid, point, seed) in zip(keys, runs):

@@ -208,6 +208,22 @@ def test_bad_grid_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "KEY=V1,V2" in result.stderr
 
 
+def test_zipped_keys_move_together_and_cross_the_grid(tmp_path, capsys):
+    from overparam import sweep as sweep_script
+
+    runs = sweep_script.runs_of(
+        {"model.net.activation": ["relu", "tanh"]}, [0, 1], {"model.net.width": ["8", "16"], "model.lr": ["0.8", "1.6"]}
+    )
+    points = {(p["model.net.activation"], p["model.net.width"], p["model.lr"]) for _, p, _ in runs}
+    assert points == {(a, w, lr) for a in ("relu", "tanh") for w, lr in (("8", "0.8"), ("16", "1.6"))}
+    assert len(runs) == 8 and len({rid for rid, _, _ in runs}) == 8  # 2 activations x 2 zipped points x 2 seeds, each its own folder
+    for bad in (["--zip", "model.net.width=8,16", "--zip", "model.lr=0.1"], ["--grid", "model.lr=0.1", "--zip", "model.lr=0.2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            sweep_script.main([*bad, "--out", str(tmp_path)])
+        assert exit_info.value.code == 2 and "model.lr" in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()
+
+
 def test_forked_runs_give_the_csv_values_of_separate_train_py_runs(tmp_path):
     """The default launcher forks each run from a server that imported the suite once; every metric in
     its CSV equals that of a separate ``python scripts/train.py`` run of the same point and seed."""
