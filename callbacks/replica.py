@@ -1,5 +1,10 @@
 """Replica distance: how far copies of the net trained from one initialization with different
-minibatch noise drift apart (SGD as a noisy dynamics; e.g. Mignacco et al. 2020, Feng & Tu 2021).
+minibatch noise drift apart. This is the measure of SGD's noise in the overparameterized regime of
+Mignacco & Urbani 2022, "The effective noise of stochastic gradient descent" (J. Stat. Mech. 083405,
+arXiv:2112.10852): the mean distance between two replicas of the system with the same initialization
+and two realizations of the SGD noise; in the underparameterized regime the same paper measures the
+noise by an effective temperature from the fluctuation–dissipation theorem, and finds that the two
+measures behave alike as functions of the problem's parameters.
 
     replica/distance        = mean_{a<b} ‖θ_a − θ_b‖² / mean_a ‖θ_a‖²
     replica/output_distance = mean_{a<b} Σ_i ‖f_a(x_i) − f_b(x_i)‖² / mean_a Σ_i ‖f_a(x_i)‖²   (probe set)
