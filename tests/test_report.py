@@ -104,5 +104,6 @@ def test_double_descent_figure_draws_one_line_per_solver_from_the_runs_configs(t
     assert tmp_path / "double_descent_by_solver.png" in paths
     ax = shown[-1].axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "min-norm (closed form)" in labels and "adam from a = 0, lr 0.3, 500 epochs" in labels and "width = n = 64" in labels
+    assert "min-norm (closed form) (one seed)" in labels and "adam from a = 0, lr 0.3, 500 epochs (one seed)" in labels
+    assert "width = n = 64" in labels
     assert ax.get_xscale() == "log" and "double_descent" in ax.get_title()

@@ -43,12 +43,13 @@ def test_loss_by_solver(rows: list[dict], csv_path: Path, out: Path) -> list[Pat
     if not series:
         return []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    seeds = max(len(v) for s in series.values() for v in s.values())
     for label, points in sorted(series.items()):
         widths = np.array(sorted(points))
         mean = np.array([np.mean(points[w]) for w in widths])
+        seeds = max(len(v) for v in points.values())
         std = np.array([np.std(points[w]) for w in widths]) if seeds > 1 else None
-        ax.errorbar(widths, mean, yerr=std, marker="o", ms=4, capsize=3, label=label)
+        spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+        ax.errorbar(widths, mean, yerr=std, marker="o", ms=4, capsize=3, label=f"{label} ({spread})")
     for n in n_train - {None}:
         ax.axvline(n, color="gray", ls=":", label=f"width = n = {n}")
     ax.set_xscale("log")
@@ -56,8 +57,7 @@ def test_loss_by_solver(rows: list[dict], csv_path: Path, out: Path) -> list[Pat
     ax.set_xlabel("number of random features m (model.net.width)")
     ax.set_ylabel("final test loss (MSE, ½ E(f - y)²)")
     ax.legend(fontsize=7)
-    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed per point"
-    ax.set_title(f"double_descent: test error peaks near width = n\n({spread}) — {csv_path}", fontsize=8)
+    ax.set_title(f"double_descent: test error peaks near width = n\n{csv_path}", fontsize=8)
     fig.tight_layout()
     path = out / "double_descent_by_solver.png"
     fig.savefig(path, dpi=90)
