@@ -64,6 +64,7 @@ CLAIMS = {
     "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank",
     "one_dimensional_he_init": "He-init ReLU on 1-D data: biases barely move, fit ~ least-squares line",
     "manifold_sensitivity": "transversal sensitivity falls with depth and with noise across the subspace",
+    "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
 }
 #: What each tag's y axis measures.
 Y_LABELS = {

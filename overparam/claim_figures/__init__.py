@@ -10,6 +10,7 @@ and the output folder, and returns the PNGs it wrote.
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 from collections import defaultdict
 from pathlib import Path
@@ -34,3 +35,9 @@ def figures_for(experiments: list[str]) -> list[FigureFn]:
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
     return [fn for name in experiments for fn in REGISTRY.get(name, [])]
+
+
+def run_config(row: dict) -> dict:
+    """The resolved config of the run behind a CSV row (from ``log_dir/summary.json``); {} when it is gone."""
+    path = Path(row.get("log_dir") or "") / "summary.json"
+    return json.loads(path.read_text()).get("config", {}) if path.is_file() else {}

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from overparam.claim_figures import figure
-
-
-def run_config(row: dict) -> dict:
-    """The resolved config of the row's run (from its summary.json); {} when the folder is gone."""
-    path = Path(row.get("log_dir") or "") / "summary.json"
-    return json.loads(path.read_text()).get("config", {}) if path.is_file() else {}
+from overparam.claim_figures import figure, run_config
 
 
 def solver_label(config: dict) -> str:
