@@ -15,6 +15,7 @@ The value 0 is logged at t₀ itself, so the reference step is in the log.
 
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -37,8 +38,8 @@ def squared_displacement(now: dict[str, torch.Tensor], reference: dict[str, torc
 
 
 class Displacement(Diagnostic):
-    """Logs ``weights/displacement`` = ‖θ_t − θ_{t₀}‖² (module docstring) on the Diagnostic schedule, from
-    the reference step t₀ on.
+    """Logs ``weights/displacement`` = ‖θ_t − θ_{t₀}‖² (module docstring) and ``diag/displacement_seconds`` on
+    the Diagnostic schedule, from the reference step t₀ on.
 
     Args:
         every_n_epochs: measure after every n-th training epoch (and at the end of training).
@@ -74,13 +75,14 @@ class Displacement(Diagnostic):
             if self.at_reference(trainer, moment) and not trainer.sanity_checking and not diverged:
                 self.reference = {n: p.detach().to("cpu", copy=True) for n, p in trainable_parameters(module_net(pl_module))}
                 self.reference_step = self.last_step = trainer.global_step
-                publish(trainer, {"weights/displacement": 0.0})
+                publish(trainer, {"weights/displacement": 0.0, "diag/displacement_seconds": 0.0})
             return
         super().record(trainer, pl_module, moment)
 
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        start = time.perf_counter()
         now = dict(trainable_parameters(module_net(pl_module)))
-        return {"weights/displacement": squared_displacement(now, self.reference)}
+        return {"weights/displacement": squared_displacement(now, self.reference), "diag/displacement_seconds": time.perf_counter() - start}
 
     @override
     def state_dict(self) -> dict:

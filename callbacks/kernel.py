@@ -247,7 +247,8 @@ def relative_change(now: dict[str, torch.Tensor], start: dict[str, torch.Tensor]
 
 class KernelDrift(ProbeCallback):
     """Logs ``kernel/drift`` (‖K_t − K_0‖_F / ‖K_0‖_F), ``kernel/lambda_min`` (of the kernel summed over
-    outputs, see the module docstring), ``kernel/alignment``,
+    outputs, see the module docstring), ``kernel/mean_eigenvalue`` (tr K / n, the scale against which
+    λ_min counts as near zero or bounded away), ``kernel/alignment``,
     ``weights/rel_change/<name>`` and ``diag/kernel_seconds`` at the start of training (drift 0), after every
     ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`).
 
@@ -297,6 +298,7 @@ class KernelDrift(ProbeCallback):
         values = {
             "kernel/drift": float(torch.linalg.norm(kernel - kernel_0) / torch.linalg.norm(kernel_0)),
             "kernel/lambda_min": float(torch.linalg.eigvalsh(kernel)[0]),
+            "kernel/mean_eigenvalue": float(torch.trace(kernel)) / len(kernel),
             "kernel/alignment": kernel_alignment(kernel, y),
         }
         values.update({f"weights/rel_change/{n}": v for n, v in relative_change(weights, self.weights_0).items()})
@@ -322,3 +324,15 @@ class KernelDrift(ProbeCallback):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.kernel_0, self.weights_0 = state_dict.get("kernel_0"), state_dict.get("weights_0")
+
+
+#: The infinite-width kernels live in callbacks/infinite_width.py; ``callbacks.kernel.analytic_ntk`` etc. name them too.
+INFINITE_WIDTH = ("analytic_ntk", "analytic_nngp", "kernel_ridge", "polynomial_ridge", "truncated_ntk", "analytic_distance")
+
+
+def __getattr__(name: str):
+    if name in INFINITE_WIDTH:
+        from callbacks import infinite_width  # noqa: PLC0415  (it imports this module)
+
+        return getattr(infinite_width, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 from overparam.claim_figures import figures_for  # noqa: E402
 from overparam.sweep_results import FINISHED, metric_columns, swept_columns  # noqa: E402
 
-POWER_LAW = ("kernel/drift", "weights/rel_change")
+POWER_LAW = ("kernel/drift", "weights/rel_change", "kernel/analytic_distance")
 #: Swept keys whose last part names a size: drawn on log axes.
 SIZE_KEYS = ("width", "n_train", "n_test", "dim", "d", "n", "rank", "depth", "batch_size", "teacher_width", "probe_size")
 #: The claim of each experiment (DESIGN.md), for figure titles; a run or sweep is matched by its folder or config name.
@@ -60,8 +60,8 @@ CLAIMS = {
     "resnet_convergence": "residual nets converge geometrically at every depth; plain nets slow with depth",
     "student_recovery": "every non-negligible student neuron matches a teacher neuron",
     "nt_ridge": "NT ridge ~ polynomial ridge of degree log n / log d; empirical NTK -> analytic",
-    "triple_descent": "two kinds of random features: two peaks, flattened by a larger ridge",
-    "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank",
+    "triple_descent": "two kinds of random features: peaks at m = n and where the larger-scale kind alone numbers n; a ridge flattens them",
+    "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank; the best ridge can be negative",
     "one_dimensional_he_init": "He-init ReLU on 1-D data: biases barely move, fit ~ least-squares line",
     "manifold_sensitivity": "transversal sensitivity falls with depth and with noise across the subspace",
     "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
@@ -88,7 +88,7 @@ PANELS = [
     ("kernel", ["kernel/lambda_min", "kernel/alignment"], False),
     ("weights: relative change", ["weights/rel_change/"], False),
     ("alignment angles (deg)", ["alignment/"], False),
-    ("teacher recovery", ["teacher/min_max_cosine"], False),
+    ("teacher recovery", ["teacher/"], False),
     ("replicas", ["replica/"], False),
     ("SGD noise", ["sgd/"], False),
     ("flatness", ["flatness/"], False),
