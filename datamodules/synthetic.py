@@ -107,15 +107,23 @@ class TeacherStudent(TensorDataModule):
     exposed as ``teacher`` for the recovery diagnostics. A linear teacher with
     ``output_dim ≥ teacher_width`` gives a rank-``teacher_width`` matrix target.
 
+    With ``teacher_bias=True`` the same teacher (same w_j, a_j) gets hidden biases,
+    f*(x) = (1/√m*) Σ_j a_j σ(w_j·x/√d + b_j) with b_j ~ N(0, 1) independent of everything else (the
+    scale of w_j·x/√d, so a ReLU neuron is active on a fraction Φ(b_j/(‖w_j‖/√d)) of the inputs), and
+    an output bias of 0; a student then needs ``bias: true`` to match its neurons (callbacks/teacher.py
+    compares the augmented vectors (w_j/√d, b_j)). The default leaves the teacher and the data
+    unchanged bit for bit.
+
     Args:
         dim: input dimension d.
         teacher_width: m*, the teacher's hidden neurons.
         activation: σ of the teacher.
         output_dim: number of outputs.
         noise_std: standard deviation of the label noise ξ (train and test).
+        teacher_bias: give the teacher's hidden neurons biases b_j ~ N(0, 1).
 
     Raises:
-        ConfigError: on sizes that are no positive integers or a negative ``noise_std``.
+        ConfigError: on sizes that are no positive integers, a negative ``noise_std`` or a ``teacher_bias`` that is no boolean.
     """
 
     def __init__(
@@ -125,6 +133,7 @@ class TeacherStudent(TensorDataModule):
         activation: Activation = "relu",
         output_dim: int = 1,
         noise_std: float = 0.0,
+        teacher_bias: bool = False,
         n_train: int = 1024,
         n_test: int = 1024,
         batch_size: Optional[int] = None,
@@ -136,12 +145,22 @@ class TeacherStudent(TensorDataModule):
         check_positive_int("teacher_width", teacher_width)
         check_positive_int("output_dim", output_dim)
         check_number("noise_std", noise_std, 0.0)
+        check_bool("teacher_bias", teacher_bias)
         self.dim, self.teacher_width, self.noise_std, self._output_dim = dim, teacher_width, noise_std, output_dim
+        self.teacher_bias = teacher_bias
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.teacher = TwoLayerMLP(dim, teacher_width, output_dim, activation, bias=False, parameterization="ntk")
             with torch.no_grad():
                 self.teacher.fc2.weight.sign_()
+            if teacher_bias:  # the same w_j, a_j; biases from a stream of their own
+                biased = TwoLayerMLP(dim, teacher_width, output_dim, activation, bias=True, parameterization="ntk")
+                with torch.no_grad():
+                    biased.fc1.weight.copy_(self.teacher.fc1.weight)
+                    biased.fc2.weight.copy_(self.teacher.fc2.weight)
+                    biased.fc1.bias.copy_(torch.randn(teacher_width, generator=_generator(seed, 5)))  # (m*,) b_j ~ N(0, 1)
+                    biased.fc2.bias.zero_()
+                self.teacher = biased
         self.teacher.requires_grad_(False)
 
     @property
@@ -451,9 +470,14 @@ class LowDimManifold(TensorDataModule):
         target: ``teacher`` (regression) or ``sign`` (binary classification).
         teacher_width: m*, the teacher's hidden neurons.
         activation: σ of the teacher.
+        normal_noise_std: s, noise across the subspace on the training inputs only:
+            x = U z + s (I − UUᵀ) ξ, ξ ~ N(0, I_d) from a stream of its own, so the targets, the test set
+            (on the subspace) and, at s = 0, every tensor equal the noise-free data's (He, Tsai & Ward, 2022:
+            noise in the codimension regularizes the learned function across the subspace).
 
     Raises:
-        ConfigError: on a size that is no positive integer, d0 > d, or an unknown choice.
+        ConfigError: on a size that is no positive integer, d0 > d, an unknown choice, or a negative
+            normal_noise_std.
     """
 
     num_classes = 2  # when target="sign"
@@ -472,8 +496,10 @@ class LowDimManifold(TensorDataModule):
         seed: int = 0,
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
+        normal_noise_std: float = 0.0,
     ) -> None:
         check_choice("target", target, ("teacher", "sign"))
+        check_number("normal_noise_std", normal_noise_std, 0.0)
         self.classification = target == "sign"  # before the base checks label_noise against it
         super().__init__(
             n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
@@ -485,6 +511,7 @@ class LowDimManifold(TensorDataModule):
             raise ConfigError(f"Expected argument `d0` to be <= d = {d} but got {d0!r}")
         check_choice("manifold", manifold, ("subspace", "sphere"))
         self.d0, self.d, self.manifold, self.target = d0, d, manifold, target
+        self.normal_noise_std = float(normal_noise_std)
         self.embedding = torch.linalg.qr(torch.randn(d, d0, generator=_generator(seed, 3))).Q  # (d, d0), UᵀU = I
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -505,7 +532,12 @@ class LowDimManifold(TensorDataModule):
             y = (f[:, 0] > 0).long() if self.classification else f
             return Split(z @ self.embedding.T, y)  # x: (m, d)
 
-        return draw(self.n_train), draw(self.n_test)
+        train, test = draw(self.n_train), draw(self.n_test)
+        if self.normal_noise_std > 0:
+            xi = torch.randn(self.n_train, self.d, generator=_generator(self.seed, 6))  # (n_train, d)
+            normal = xi - (xi @ self.embedding) @ self.embedding.T  # (I − UUᵀ) ξ
+            train = Split(train.x + self.normal_noise_std * normal, train.y)
+        return train, test
 
 
 class SignalNoisePatches(TensorDataModule):
@@ -576,5 +608,103 @@ class SignalNoisePatches(TensorDataModule):
             xi = self.noise_std * (g - (g @ u)[:, None] * u)  # (n, d), projected off μ
             signal = (2 * y - 1).to(torch.float64)[:, None] * self.signal_norm * u  # (n, d) = ỹ μ
             return Split(torch.cat([signal, xi], dim=1).float(), y)  # x: (n, 2d)
+
+        return draw(self.n_train), draw(self.n_test)
+
+
+class LinearGaussian(TensorDataModule):
+    """Linear regression with a chosen covariance spectrum: y = β·x + ξ, x ~ N(0, Σ), ξ ~ N(0, σ²).
+
+    Σ = diag(λ₁, …, λ_d) (``eigenvalues``, the coordinates are its eigenvectors), by ``spectrum``:
+
+    - ``isotropic``: λ_i = 1;
+    - ``spiked``: k = ``n_spikes`` spikes λ_i = ``spike`` (i ≤ k), then a flat tail λ_i = T/(d − k) of trace
+      T = ``tail_trace``: its effective rank r_k(Σ) = Σ_{i>k} λ_i / λ_(k+1) is d − k, high when d ≫ n;
+    - ``power_law``: the same k spikes, then a tail λ_(k+j) ∝ j^(−α), α = ``tail_decay`` ≥ 0, of trace T:
+      α = 0 is the flat tail; α > 1 concentrates the tail on its first few directions (r_k ≈ ζ(α), low).
+
+    The target β = ``beta_norm``·(1, …, 1, 0, …)/√k lies on the spikes (the first k coordinates), exposed as
+    ``beta`` (d, 1). The excess risk of an estimate θ is E_x[(x·(θ − β))²] = Σ_i λ_i (θ_i − β_i)²
+    (:func:`callbacks.risk.excess_risk`). Bartlett, Long, Lugosi & Tsigler 2020 ("Benign overfitting in linear
+    regression"): the min-norm interpolator has small excess risk (benign overfitting) iff the tail of Σ
+    after some k ≪ n has a high effective rank, r_k ≫ n (for the variance: R_k = (Σ_{i>k} λ_i)²/Σ_{i>k} λ_i²
+    ≫ n); Tsigler & Bartlett 2023: there the tail acts on the spikes as a ridge of T/n (our λ units), and
+    when that is more than the optimal regularization the best ridge λ is negative.
+
+    Args:
+        dim: d.
+        spectrum: ``isotropic``, ``spiked`` or ``power_law``.
+        n_spikes: k, the spikes (and the support of β); 1 ≤ k < d (k ≤ d for isotropic).
+        spike: the spikes' eigenvalue (not used by ``isotropic``).
+        tail_trace: T > 0, the trace of the tail (not used by ``isotropic``).
+        tail_decay: α ≥ 0 of the ``power_law`` tail.
+        beta_norm: ‖β‖.
+        noise_std: σ, the label noise (train and test).
+
+    Raises:
+        ConfigError: on sizes that are no positive integers, an unknown spectrum, k outside [1, d) (or
+            [1, d] for isotropic), or a spike, tail_trace, tail_decay, beta_norm or noise_std out of range.
+    """
+
+    def __init__(
+        self,
+        dim: int = 1000,
+        spectrum: Literal["isotropic", "spiked", "power_law"] = "spiked",
+        n_spikes: int = 5,
+        spike: float = 1.0,
+        tail_trace: float = 10.0,
+        tail_decay: float = 0.0,
+        beta_norm: float = 1.0,
+        noise_std: float = 0.5,
+        n_train: int = 100,
+        n_test: int = 1000,
+        batch_size: Optional[int] = None,
+        seed: int = 0,
+        eval_batch_size: int = 8192,
+    ) -> None:
+        super().__init__(n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, eval_batch_size=eval_batch_size)
+        check_positive_int("dim", dim)
+        check_choice("spectrum", spectrum, ("isotropic", "spiked", "power_law"))
+        check_int("n_spikes", n_spikes, minimum=1, maximum=dim if spectrum == "isotropic" else dim - 1)
+        check_number("spike", spike, 0.0, strict_minimum=True)
+        check_number("tail_trace", tail_trace, 0.0, strict_minimum=True)
+        check_number("tail_decay", tail_decay, 0.0)
+        check_number("beta_norm", beta_norm, 0.0)
+        check_number("noise_std", noise_std, 0.0)
+        self.dim, self.spectrum, self.n_spikes, self.spike = dim, spectrum, n_spikes, float(spike)
+        self.tail_trace, self.tail_decay = float(tail_trace), float(tail_decay)
+        self.beta_norm, self.noise_std = float(beta_norm), float(noise_std)
+        self.eigenvalues = self.spectrum_of()  # (d,) float64, λ₁ ≥ … (spikes, then the tail)
+        self.beta = torch.zeros(dim, 1, dtype=torch.float64)  # (d, 1)
+        self.beta[:n_spikes] = self.beta_norm / math.sqrt(n_spikes)
+
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    def spectrum_of(self) -> torch.Tensor:
+        """(λ₁, …, λ_d) of the class docstring, float64."""
+        d, k = self.dim, self.n_spikes
+        if self.spectrum == "isotropic":
+            return torch.ones(d, dtype=torch.float64)
+        decay = self.tail_decay if self.spectrum == "power_law" else 0.0
+        tail = torch.arange(1, d - k + 1, dtype=torch.float64) ** -decay  # (d − k,) ∝ j^(−α)
+        return torch.cat([torch.full((k,), self.spike, dtype=torch.float64), self.tail_trace * tail / tail.sum()])
+
+    def effective_ranks(self, k: Optional[int] = None) -> tuple[float, float]:
+        """Bartlett et al.'s effective ranks of the tail after the first k (default ``n_spikes``) eigenvalues:
+        r_k = Σ_{i>k} λ_i / λ_(k+1) and R_k = (Σ_{i>k} λ_i)² / Σ_{i>k} λ_i² (both d − k for a flat tail)."""
+        k = self.n_spikes if k is None else k
+        check_int("k", k, minimum=0, maximum=self.dim - 1)
+        tail = self.eigenvalues[k:]
+        return float(tail.sum() / tail[0]), float(tail.sum() ** 2 / (tail**2).sum())
+
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        scale = self.eigenvalues.sqrt()  # (d,)
+
+        def draw(n: int) -> Split:
+            x = torch.randn(n, self.dim, generator=generator, dtype=torch.float64) * scale  # (n, d) ~ N(0, Σ)
+            y = x @ self.beta + self.noise_std * torch.randn(n, 1, generator=generator, dtype=torch.float64)  # (n, 1)
+            return Split(x.float(), y.float())
 
         return draw(self.n_train), draw(self.n_test)

@@ -62,8 +62,8 @@ CLAIMS = {
     "nt_ridge": "NT ridge ~ polynomial ridge of degree log n / log d; empirical NTK -> analytic",
     "triple_descent": "two kinds of random features: peaks at m = n and where the larger-scale kind alone numbers n; a ridge flattens them",
     "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank; the best ridge can be negative",
-    "one_dimensional_he_init": "He-init ReLU on 1-D data: biases barely move, fit ~ least-squares line",
-    "manifold_sensitivity": "transversal sensitivity falls with depth and with noise across the subspace",
+    "one_dimensional_he_init": "He-init ReLU net, GD, 1-D data off the origin: kinks never enter the data, fit = least-squares line",
+    "manifold_sensitivity": "noise across the data subspace lowers the transversal sensitivity; depth only through the init",
     "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
 }
 #: What each tag's y axis measures.

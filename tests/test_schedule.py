@@ -4,6 +4,8 @@ training, each at the global step whose weights it measured; a resumed run conti
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import signal
 
@@ -156,27 +158,55 @@ def diagnostics() -> list[type]:
     return sorted(found, key=lambda c: c.__name__)
 
 
-def test_every_diagnostic_leaves_the_weights_and_the_rng_bit_identical(tmp_path):
+def special_settings() -> dict[str, tuple]:
+    """The diagnostics that measure only a particular net or data: (net, data, steps measured) for each; the
+    others all run on the shared setting of the test below."""
+    from datamodules.synthetic import LinearGaussian
+    from lightning_modules.nets.random_features import LinearModel
+
+    return {
+        # the analytic NTK of a two-layer NTK-parameterized net, once at the start
+        "KernelRidgeBaseline": (TwoLayerMLP(4, 8, 1, "tanh", parameterization="ntk", dropout=0.25), None, [0]),
+        # the exact excess risk of a linear model on data of known covariance
+        "ExcessRisk": (LinearModel(6), LinearGaussian(dim=6, n_spikes=2, n_train=32, n_test=16, batch_size=8, seed=0), [0, 8, 12]),
+    }
+
+
+@pytest.mark.parametrize("group", ["shared", "KernelRidgeBaseline", "ExcessRisk"])
+def test_every_diagnostic_leaves_the_weights_and_the_rng_bit_identical(tmp_path, group):
     """Dropout makes every training step draw from the global RNG, so a diagnostic that consumed a random
-    number, left a gradient, a mode or a weight changed, would change the trajectory; with minibatches
-    (GradientNoise), two replicas (ReplicaDistance) and a teacher (TeacherRecovery) every one of them measures."""
-    classes = diagnostics()
+    number, left a gradient, a mode or a weight changed, would change the trajectory (and the RNG state after
+    training, with or without dropout); with minibatches (GradientNoise), two replicas (ReplicaDistance) and a
+    teacher (TeacherRecovery) every one of them measures. Diagnostics that need their own net or data run in
+    theirs (``special_settings``); every other one of callbacks/ runs in the shared setting."""
+    classes, special = diagnostics(), special_settings()
     assert {"HessianSharpness", "KernelDrift", "FeedbackAlignment", "TeacherRecovery", "ReplicaDistance", "GradientNoise", "Flatness"} <= {
         c.__name__ for c in classes
     }
+    assert set(special) <= {c.__name__ for c in classes}
+    if group == "shared":
+        chosen, steps = [c for c in classes if c.__name__ not in special], [0, 8, 12]
+    else:
+        chosen, steps = [c for c in classes if c.__name__ == group], special[group][2]
 
     def run(callbacks: list) -> tuple[dict, torch.Tensor, Capture]:
         pl.seed_everything(0, verbose=False)
-        data = TeacherStudent(dim=4, teacher_width=2, n_train=32, n_test=16, batch_size=8, seed=0)
-        model = SupervisedModule(TwoLayerMLP(4, 8, 1, "tanh", dropout=0.25), lr=0.1, momentum=0.9, replicas=2, seed=0)
+        net, data, _ = special.get(group, (None, None, None))
+        data = data or TeacherStudent(dim=4, teacher_width=2, n_train=32, n_test=16, batch_size=8, seed=0)
+        net = copy.deepcopy(net) if net is not None else TwoLayerMLP(4, 8, 1, "tanh", dropout=0.25)
+        model = SupervisedModule(net, lr=0.1, momentum=0.9, replicas=2 if group == "shared" else 1, seed=0)
         logger = Capture()
-        trainer(logger, [*callbacks, TrainTestGap()], 3, tmp_path).fit(model, datamodule=data)
+        trainer(logger, [*callbacks, TrainTestGap()], 3, tmp_path).fit(model, datamodule=copy.deepcopy(data))
         return {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state(), logger
 
+    def build(cls: type):
+        accepted = inspect.signature(cls.__init__).parameters
+        return cls(every_n_epochs=2) if "every_n_epochs" in accepted else cls()
+
     plain, plain_rng, _ = run([])
-    watched, watched_rng, logger = run([cls(every_n_epochs=2) for cls in classes])
+    watched, watched_rng, logger = run([build(cls) for cls in chosen])
     assert torch.equal(plain_rng, watched_rng)
     assert plain.keys() == watched.keys() and all(torch.equal(plain[k], watched[k]) for k in plain)
     timed = sorted({t for _, t, _ in logger.events if t.startswith("diag/") and t.endswith("_seconds")})
-    assert len(timed) == len(classes), timed  # each diagnostic measured ...
-    assert all(logger.steps(t) == [0, 8, 12] for t in timed)  # ... at init, after epoch 2 (4 steps each) and at the end
+    assert len(timed) == len(chosen), timed  # each diagnostic measured ...
+    assert all(logger.steps(t) == steps for t in timed)  # ... at init, after epoch 2 (4 steps each) and at the end

@@ -2,11 +2,19 @@
 
 ResidualMLP, with depth L, width m and branch scaling α ∈ {1/L, 1/√L, 1}:
 
-    h₀ = W_in x,   h_l = h_{l−1} + α · σ(W_l h_{l−1})  (l = 1..L),   f(x) = W_out h_L
+    h₀ = c_in · W_in x,   h_l = h_{l−1} + α · σ(c · W_l h_{l−1})  (l = 1..L),   f(x) = c · W_out h_L
 
-with W_in ~ N(0, 1/d), W_l, W_out ~ N(0, 1/m), no biases. α = 1/L keeps ‖h_L‖ = O(‖h₀‖) at
-init for any depth (the scaling of Du et al. 2019, "Gradient descent finds global minima of deep
-neural networks"); with α = 1 the forward signal grows geometrically in L.
+no biases, in the standard or NTK parameterization (as TwoLayerMLP and DeepMLP in mlp.py):
+
+| parameterization | c_in | c    | init of every W            |
+|------------------|------|------|----------------------------|
+| standard         | 1    | 1    | N(0, s²/fan_in)            |
+| ntk              | 1/√d | 1/√m | N(0, s²)                   |
+
+(s = ``init_scale``, 1 by default). α = 1/L keeps ‖h_L‖ = O(‖h₀‖) at init for any depth (the
+scaling of Du et al. 2019, "Gradient descent finds global minima of deep neural networks", whose
+ResNet is the ntk row: x^(l) = x^(l−1) + c_res/(L√m) σ(W^(l) x^(l−1))); with α = 1 the forward
+signal grows geometrically in L.
 
 ResNet (He et al. 2016, "Deep residual learning for image recognition", §4.2): depth = 6n + 2,
 conv3×3(16) then three stages of n basic blocks with 16, 32, 64 channels (× width_multiplier),
@@ -23,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.checks import ConfigError, check_bool, check_choice, check_sizes
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_positive, check_sizes
 from lightning_modules.nets.cnn import image_shape
 from lightning_modules.nets.mlp import ACTIVATIONS, Activation
 
@@ -40,9 +48,11 @@ class ResidualMLP(nn.Module):
         output_dim: number of outputs.
         scaling: α = ``1/L``, ``1/sqrt(L)`` or ``1``.
         activation: σ.
+        parameterization: ``standard`` or ``ntk`` (table in the module docstring).
+        init_scale: s, multiplies every initial weight.
 
     Raises:
-        ConfigError: on sizes that are no positive integers or an unknown choice.
+        ConfigError: on sizes that are no positive integers, an unknown choice or an init_scale that is no number > 0.
     """
 
     def __init__(
@@ -53,14 +63,21 @@ class ResidualMLP(nn.Module):
         output_dim: int = 1,
         scaling: Scaling = "1/L",
         activation: Activation = "relu",
+        parameterization: Literal["standard", "ntk"] = "standard",
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         check_sizes(input_dim=input_dim, depth=depth, width=width, output_dim=output_dim)
         check_choice("scaling", scaling, ("1/L", "1/sqrt(L)", "1"))
         check_choice("activation", activation, ACTIVATIONS)
+        check_choice("parameterization", parameterization, ("standard", "ntk"))
+        check_positive("init_scale", init_scale)
         self.input_dim, self.depth, self.width, self.output_dim = input_dim, depth, width, output_dim
         self.scaling, self.activation, self.sigma = scaling, activation, ACTIVATIONS[activation]
+        self.parameterization, self.init_scale = parameterization, init_scale
         self.alpha = {"1/L": 1.0 / depth, "1/sqrt(L)": 1.0 / math.sqrt(depth), "1": 1.0}[scaling]
+        ntk = parameterization == "ntk"
+        self.c_in, self.c = (1.0 / math.sqrt(input_dim), 1.0 / math.sqrt(width)) if ntk else (1.0, 1.0)
         self.input_layer = nn.Linear(input_dim, width, bias=False)
         self.blocks = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
         self.output_layer = nn.Linear(width, output_dim, bias=False)
@@ -68,18 +85,22 @@ class ResidualMLP(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """W ~ N(0, 1/fan_in) for every layer."""
+        """W ~ N(0, s²/fan_in) (standard) or N(0, s²) (ntk) for every layer."""
         for layer in (self.input_layer, *self.blocks, self.output_layer):
-            layer.weight.normal_(0.0, 1.0 / math.sqrt(layer.in_features))
+            fan_in = layer.in_features if self.parameterization == "standard" else 1
+            layer.weight.normal_(0.0, self.init_scale / math.sqrt(fan_in))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.input_layer(x.flatten(1))  # (n, m)
+        h = self.input_layer(x.flatten(1) * self.c_in)  # (n, m)
         for block in self.blocks:
-            h = h + self.alpha * self.sigma(block(h))  # (n, m)
-        return self.output_layer(h)  # (n, output_dim)
+            h = h + self.alpha * self.sigma(block(h * self.c))  # (n, m)
+        return self.output_layer(h * self.c)  # (n, output_dim)
 
     def extra_repr(self) -> str:
-        return f"depth={self.depth}, scaling={self.scaling}, alpha={self.alpha:.4g}, activation={self.activation}"
+        return (
+            f"depth={self.depth}, scaling={self.scaling}, alpha={self.alpha:.4g}, activation={self.activation}, "
+            f"parameterization={self.parameterization}"
+        )
 
 
 class BasicBlock(nn.Module):
