@@ -37,6 +37,17 @@ def figures_for(experiments: list[str]) -> list[FigureFn]:
     return [fn for name in experiments for fn in REGISTRY.get(name, [])]
 
 
+def save_figure(fig, out: Path, name: str, dpi: int = 90) -> list[Path]:
+    """Lay out ``fig``, write it to ``out/name`` and close it; the one-element list a figure function returns."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (report.py chose the backend before importing this package)
+
+    fig.tight_layout()
+    path = out / name
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return [path]
+
+
 def run_config(row: dict) -> dict:
     """The resolved config of the run behind a CSV row (from ``log_dir/summary.json``); {} when it is gone."""
     path = Path(row.get("log_dir") or "") / "summary.json"

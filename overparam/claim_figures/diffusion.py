@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from overparam.claim_figures import figure, run_config
+from overparam.claim_figures import figure, run_config, save_figure
 from overparam.report import experiment_title, power_law_slope, read_scalars
 
 TAG = "weights/displacement"
@@ -62,8 +62,4 @@ def displacement_power_law(rows: list[dict], csv_path: Path, out: Path) -> list[
     for a in (ax, bx):
         a.legend(fontsize=7)
     fig.suptitle(f"{experiment_title('sgd_diffusion')}\n{csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "sgd_diffusion_exponents.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "sgd_diffusion_exponents.png")

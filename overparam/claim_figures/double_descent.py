@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from overparam.claim_figures import figure, run_config
+from overparam.claim_figures import figure, run_config, save_figure
 
 
 def solver_label(config: dict) -> str:
@@ -51,8 +51,4 @@ def test_loss_by_solver(rows: list[dict], csv_path: Path, out: Path) -> list[Pat
     ax.set_ylabel("final test loss (MSE, ½ E(f - y)²)")
     ax.legend(fontsize=7)
     ax.set_title(f"double_descent: test error peaks near width = n\n{csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "double_descent_by_solver.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "double_descent_by_solver.png")

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from overparam.claim_figures import figure
+from overparam.claim_figures import figure, save_figure
 from overparam.report import draw, experiment_title, read_scalars
 
 RATIO = "sensitivity/transversal_ratio"
@@ -128,11 +128,7 @@ def one_dimensional_he_init(rows: list[dict], csv_path: Path, out: Path) -> list
     fig.suptitle(
         f"{experiment_title('one_dimensional_he_init')}\n{target} on [{a:g}, {b:g}], kinks of zero biases at 0 — {csv_path}", fontsize=8
     )
-    fig.tight_layout()
-    path = out / "one_dimensional_he_init.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "one_dimensional_he_init.png")
 
 
 # ---- manifold_sensitivity ----------------------------------------------------------------------------
@@ -204,8 +200,4 @@ def manifold_sensitivity(rows: list[dict], csv_path: Path, out: Path) -> list[Pa
     ax.set_ylabel("transversal ratio")
     ax.set_title("two-layer net, no noise: W1 P_perp stays at init (one seed per scale)", fontsize=8)
     fig.suptitle(f"{experiment_title('manifold_sensitivity')}\n{csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "manifold_sensitivity.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "manifold_sensitivity.png")

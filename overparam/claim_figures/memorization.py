@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from overparam.claim_figures import figure
+from overparam.claim_figures import figure, save_figure
 from overparam.report import experiment_title, read_scalars
 
 #: λ_min / mean eigenvalue below this is float32 round-off of a singular kernel (measured: |ratio| ≤ 4e-7).
@@ -102,11 +102,7 @@ def seed_line(ax, points: dict[float, list[float]], label: str, color=None, band
 def save(fig, out: Path, name: str) -> Path:
     for ax in fig.axes:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # no crowded minor labels on log axes
-    fig.tight_layout()
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out, f"{name}.png")[0]
 
 
 @figure("interpolation_threshold")

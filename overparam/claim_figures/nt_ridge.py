@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from overparam.claim_figures import figure
+from overparam.claim_figures import figure, save_figure
 
 WIDTH = "model.net.width"
 NT, POLY, DEGREE, DISTANCE = (
@@ -93,8 +93,4 @@ def nt_ridge_figure(rows: list[dict], csv_path: Path, out: Path) -> list[Path]:
     distance_ax.set(xlabel="width m", ylabel="relative Frobenius distance", title="empirical NTK at init → analytic NTK")
 
     fig.suptitle(f"nt_ridge: NT ridge ~ polynomial ridge of degree log n / log d; empirical NTK -> analytic — {csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "nt_ridge.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "nt_ridge.png")

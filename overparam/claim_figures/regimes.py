@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from overparam.claim_figures import figure
+from overparam.claim_figures import figure, save_figure
 from overparam.report import experiment_title, power_law_slope, read_scalars
 
 #: Drift from which a run counts as not lazy in the beyond_ntk figure (the kernel moved by half its norm).
@@ -88,11 +88,7 @@ def drift_vs_final_loss(rows: list[dict], csv_path: Path, out: Path) -> list[Pat
     ax.set_title(
         f"{experiment_title('beyond_ntk')}\nfirst-layer lr {', '.join(f'{v:g}' for v in lr)}; {len(points)} runs — {csv_path}", fontsize=8
     )
-    fig.tight_layout()
-    path = out / "beyond_ntk.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "beyond_ntk.png", dpi=100)
 
 
 @figure("mean_field_consistency")
@@ -185,8 +181,4 @@ def trajectories_across_widths(rows: list[dict], csv_path: Path, out: Path) -> l
     ax.set_ylabel("final ||K_T - K_0||_F / ||K_0||_F")
     ax.legend(fontsize=7)
     fig.suptitle(f"{experiment_title('mean_field_consistency')}\n{csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "mean_field_consistency.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "mean_field_consistency.png", dpi=100)

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from overparam.claim_figures import figure
+from overparam.claim_figures import figure, save_figure
 from overparam.report import draw, experiment_title, power_law_slope, read_scalars
 
 #: Curves of the loss panels are drawn at this width (the config's); the drift panel at this depth.
@@ -104,8 +104,4 @@ def resnet_convergence(rows: list[dict], csv_path: Path, out: Path) -> list[Path
         f"full-batch GD on random labels — {csv_path}",
         fontsize=8,
     )
-    fig.tight_layout()
-    path = out / "resnet_convergence.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "resnet_convergence.png")

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
-from overparam.claim_figures import figure, run_config
+from overparam.claim_figures import figure, run_config, save_figure
 
 WIDTH, RIDGE, DECAY, NOISE, RISK = "model.net.width", "model.net.ridge", "data.tail_decay", "data.noise_std", "risk/excess"
 
@@ -77,11 +77,7 @@ def triple_descent_figure(rows: list[dict], csv_path: Path, out: Path) -> list[P
     seeds = max(len(v) for p in groups.values() for v in p.values())
     kinds_text = ", ".join(f"{f:g}·m {a} × {s:g}" for a, s, f in kinds) if kinds else ""
     ax.set_title(f"triple_descent: two kinds ({kinds_text}) — median, band = range over {seeds} seeds\n{csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "triple_descent.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "triple_descent.png")
 
 
 @figure("benign_ridge")
@@ -137,8 +133,4 @@ def benign_ridge_figure(rows: list[dict], csv_path: Path, out: Path) -> list[Pat
     right.legend(fontsize=6, ncol=2)
     seeds = max(len(v) for p in curves.values() for v in p.values())
     fig.suptitle(f"benign_ridge: {fixed}, n = {n}, {seeds} seeds — {csv_path}", fontsize=8)
-    fig.tight_layout()
-    path = out / "benign_ridge.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "benign_ridge.png")

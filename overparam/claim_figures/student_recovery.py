@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from overparam.claim_figures import figure
+from overparam.claim_figures import figure, save_figure
 
 THRESHOLD = 1e-3  #: train/loss below which the local theory applies (the seed's "loss lower than a threshold")
 FLOOR = 1e-9  #: train/loss below which float32 rounding dominates; left out of the fit
@@ -158,8 +158,4 @@ def student_recovery_figure(rows: list[dict], csv_path: Path, out: Path) -> list
         f"{len(runs)} runs ({seeds} seeds per width) — {csv_path}",
         fontsize=8,
     )
-    fig.tight_layout()
-    path = out / "student_recovery.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]
+    return save_figure(fig, out, "student_recovery.png")
