@@ -7,20 +7,12 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from experiment_runner import run_config, scalars
 
 from overparam.claim_figures import figures_for
 from overparam.claim_figures.student_recovery import loss_rate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls only lose from threading; on a busy 2-core machine two threads are ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_non_negligible_student_neuron_converges_to_a_teacher_neuron(tmp_path):

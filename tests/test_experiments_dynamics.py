@@ -6,17 +6,9 @@ drift apart (Mignacco et al. 2020; Jastrzębski et al. 2017), and flat minima of
 from __future__ import annotations
 
 import pytest
-import torch
 from experiment_runner import run_config, scalars
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls only lose from threading; on a busy 2-core machine two threads are ~5x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_feedback_alignment_update_angle_falls_and_weight_decay_lowers_it(tmp_path):
