@@ -10,6 +10,15 @@ Jiang et al., 2020 ("Fantastic Generalization Measures and Where to Find Them", 
 it is invariant to the layer rescalings W₁ → cW₁, W₂ → W₂/c that leave a ReLU net unchanged (Dinh et al.,
 2017), and it also moves entries that are 0 (biases at init). A tensor that is all zeros is not moved.
 
+The loss profile along the top Hessian eigenvector v (‖v‖ = 1, eigenvalue λ_max) asks the same question
+in the sharpest direction, at a few distances t (:func:`loss_profile`):
+
+    P(t) = ½ [L(θ + t v) + L(θ − t v)] − L(θ)  =  ½ λ_max t² + O(t⁴)
+
+The symmetric average cancels the gradient's linear term, so P(t)/(½ λ_max t²) → 1 as t → 0; far out it
+says whether the loss grows slower than the quadratic (ratio < 1: the valley widens, as the multiscale
+picture of the edge of stability has it; Kong & Tao 2020, Ma et al. 2022) or faster.
+
 Mode and state: the loss is evaluated in *training* mode; every evaluation of a call starts from the
 same RNG state (one dropout mask for all), and modes, buffers, ``.grad``, the RNG state and the
 weights (bit for bit) are restored afterwards.
@@ -27,7 +36,8 @@ from typing_extensions import override
 
 from callbacks.diagnostic import ProbeCallback, module_loss, module_net
 from callbacks.net_state import LossFn, preserved_state, trainable_parameters
-from lightning_modules.checks import check_number, check_positive_int
+from callbacks.sharpness import hessian_top_eigenpairs
+from lightning_modules.checks import ConfigError, check_number, check_positive_int
 
 
 @torch.no_grad()
@@ -105,6 +115,92 @@ class Flatness(ProbeCallback):
         start = time.perf_counter()
         increase = perturbed_loss_increase(net, loss_fn, x, y, self.sigma, self.n_samples, torch.Generator().manual_seed(self.seed))
         return {"flatness/perturbed_loss_increase": increase, "diag/flatness_seconds": time.perf_counter() - start}
+
+    @override
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        x, y = self.probe(trainer, pl_module.device)
+        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)
+
+
+@torch.no_grad()
+def loss_profile(
+    net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor, steps: list[float]
+) -> list[float]:
+    """P(t) = ½ [L(θ + t v) + L(θ − t v)] − L(θ) for each t in ``steps`` (module docstring); v = ``direction``,
+    a flat vector over the trainable parameters in ``net.named_parameters()`` order. Same mode, RNG and
+    restoring rules as :func:`perturbed_loss_increase`."""
+    params = [p for _, p in trainable_parameters(net)]
+    saved = [p.detach().clone() for p in params]
+    pieces = direction.to(params[0].device, params[0].dtype).split([p.numel() for p in params])
+    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+
+    def loss() -> float:
+        with torch.random.fork_rng(devices=cuda):
+            return float(loss_fn(net(x), y))
+
+    out = []
+    with preserved_state(net, train=True):
+        base = loss()
+        try:
+            for t in steps:
+                sides = []
+                for sign in (1.0, -1.0):
+                    for p, w, v in zip(params, saved, pieces):
+                        p.copy_(w + sign * t * v.view_as(p))
+                    sides.append(loss())
+                out.append(0.5 * (sides[0] + sides[1]) - base)
+        finally:
+            for p, w in zip(params, saved):
+                p.copy_(w)
+    return out
+
+
+class LossProfile(ProbeCallback):
+    """Logs the loss profile along the top Hessian eigenvector (module docstring) at distances ``steps``:
+    ``flatness/profile/<t>`` = P(t) and ``flatness/profile_over_quadratic/<t>`` = P(t) / (½ λ_max t²), plus
+    ``flatness/profile_lambda_max`` and ``diag/loss_profile_seconds``, at the start of training, after every
+    ``every_n_epochs``-th epoch and at the end.
+
+    Args:
+        every_n_epochs: how often to measure.
+        steps: the distances t > 0 (in parameter units: θ moves by t along the unit vector v).
+        tol: Lanczos tolerance of the eigenpair (see :func:`callbacks.sharpness.hessian_top_eigs`).
+        probe_size: training samples the loss and the Hessian use; ``None`` = the whole training set.
+        seed: draws the probe subset.
+
+    Raises:
+        ConfigError: on an empty ``steps`` or a step that is no finite number > 0, a negative ``tol``, or an
+            ``every_n_epochs`` or ``probe_size`` that is no positive integer.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        steps: tuple[float, ...] = (0.01, 0.1, 0.3, 1.0),
+        tol: float = 1e-4,
+        probe_size: Optional[int] = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(every_n_epochs, probe_size, seed)
+        if not steps:
+            raise ConfigError(f"Expected argument `steps` to hold at least one distance but got {steps!r}")
+        for t in steps:
+            check_number("steps", t, 0.0, strict_minimum=True)
+        check_number("tol", tol, 0.0)
+        self.steps, self.tol = [float(t) for t in steps], tol
+
+    def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The logged values for one call (no Lightning involved)."""
+        start = time.perf_counter()
+        pair = hessian_top_eigenpairs(net, loss_fn, x, y, 1, self.tol)
+        lam = float(pair.values[0])
+        profile = loss_profile(net, loss_fn, x, y, pair.vectors[:, 0], self.steps)
+        values = {"flatness/profile_lambda_max": lam}
+        for t, p in zip(self.steps, profile):
+            values[f"flatness/profile/{t:g}"] = p
+            values[f"flatness/profile_over_quadratic/{t:g}"] = p / (0.5 * lam * t * t) if lam != 0 else float("nan")
+        values["diag/loss_profile_seconds"] = time.perf_counter() - start
+        return values
 
     @override
     def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:

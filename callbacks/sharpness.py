@@ -40,7 +40,7 @@ from torch import nn
 from typing_extensions import override
 
 from callbacks.diagnostic import ProbeCallback, module_loss, module_net
-from callbacks.lanczos import lanczos_quadrature, lanczos_top_eigs
+from callbacks.lanczos import Eigenpairs, lanczos_quadrature, lanczos_top_eigs
 from callbacks.net_state import LossFn, exact_backprop, preserved_state, trainable_parameters
 from lightning_modules.checks import ConfigError, check_bool, check_choice, check_int, check_number, check_positive_int, is_integer
 from lightning_modules.optimizers import OPTIMIZERS
@@ -147,12 +147,11 @@ def hessian_top_eigs(
     if method == "power":
         eig, n_hvp = hessian_power_iteration(net, loss_fn, x, y, tol, 1000 if max_iter is None else max_iter)
         return torch.tensor([eig], dtype=torch.float64), n_hvp
+    if method == "lanczos":
+        result = hessian_top_eigenpairs(net, loss_fn, x, y, k, tol, max_iter)
+        return result.values, result.n_matvec
     with preserved_state(net, train=True), exact_backprop(net):
         hvp = hvp_operator(net, loss_fn, x, y)
-        if method == "lanczos":
-            with torch.no_grad():
-                result = lanczos_top_eigs(lambda v: hvp(v).detach(), _start(k, n, dtype, device), k, tol, max_iter)
-            return result.values, result.n_matvec
         n_hvp = 0
 
         def matvec(v: np.ndarray) -> np.ndarray:
@@ -166,6 +165,19 @@ def hessian_top_eigs(
         with threadpool_limits(1, "blas"):  # scipy's small dense work is faster single-threaded
             eigs = eigsh(op, k=k, which="LA", tol=tol, v0=v0, maxiter=max_iter, return_eigenvectors=False)
     return torch.from_numpy(np.sort(eigs)[::-1].copy()), n_hvp
+
+
+def hessian_top_eigenpairs(
+    net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, k: int = 1, tol: float = 1e-3, max_iter: Optional[int] = None
+) -> Eigenpairs:
+    """The k top eigenpairs of H by Lanczos (the ``lanczos`` method of :func:`hessian_top_eigs`, same start
+    vectors): values (k,) descending in float64, vectors (P, k) orthonormal, over the trainable parameters
+    flattened in ``net.named_parameters()`` order, in the net's dtype and on its device."""
+    n, dtype, device = _n_params(net)
+    with preserved_state(net, train=True), exact_backprop(net):
+        hvp = hvp_operator(net, loss_fn, x, y)
+        with torch.no_grad():
+            return lanczos_top_eigs(lambda v: hvp(v).detach(), _start(k, n, dtype, device), k, tol, max_iter)
 
 
 def hessian_power_iteration(

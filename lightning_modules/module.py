@@ -118,6 +118,19 @@ def check_ensemble(
             refuse("a net without dropout or batch norm", f"{name}: {module}")
 
 
+def replica_spread(nets: list[nn.Module]) -> torch.Tensor:
+    """Σ_r ‖θ_r − θ̄‖² over the trainable parameters of R nets of one architecture, θ̄ = (1/R) Σ_r θ_r.
+
+    Its gradient in θ_r is 2(θ_r − θ̄): the terms through θ̄ cancel, since Σ_r (θ_r − θ̄) = 0.
+    """
+    total = None
+    for tensors in zip(*([p for p in net.parameters() if p.requires_grad] for net in nets)):
+        stacked = torch.stack(tensors)  # (R, ...)
+        term = ((stacked - stacked.mean(0)) ** 2).sum()
+        total = term if total is None else total + term
+    return total
+
+
 class SupervisedModule(pl.LightningModule):
     """Supervised training of ``net`` with a learning rule, a loss and an optimizer.
 
@@ -149,9 +162,13 @@ class SupervisedModule(pl.LightningModule):
             sees the DataModule's minibatch order, replica r its own order from ``replica_seeds``.
             Each replica takes exactly the steps a single run on its order would take: the same rule
             (IST partitions drawn from the same per-step seed for every replica), the same optimizer
-            with its own SAM radius; nothing couples them. Entropy-SGD's Langevin noise is drawn
-            afresh for each replica (from the global RNG).
+            with its own SAM radius; nothing couples them unless ``replica_coupling`` > 0. Entropy-SGD's
+            Langevin noise is drawn afresh for each replica (from the global RNG).
         replica_seeds: minibatch-order seeds of replicas 1..R−1 (default: data seed + r).
+        replica_coupling: γ ≥ 0; γ > 0 couples the replicas into Replicated SGD (Baldassi et al. 2020,
+            "Shaping the learning landscape in neural networks around wide flat minima"): the loss gains
+            γ/2 Σ_r ‖θ_r − θ̄‖² (:func:`replica_spread`, θ̄ the replicas' mean), which pulls each replica
+            toward their centre with the force γ(θ_r − θ̄). 0 (the default) leaves them independent.
         ensemble: E > 1 trains E independently initialized copies of the net (member k drawn from
             ``seed + k``, with its own FA feedback from ``seed + k``) as one stacked model (see
             nets/ensemble.py); ``forward`` then returns (E, n, k). The loss is the sum of the members'
@@ -188,6 +205,7 @@ class SupervisedModule(pl.LightningModule):
         ist_parts: int = 2,
         replicas: int = 1,
         replica_seeds: Optional[list[int]] = None,
+        replica_coupling: float = 0.0,
         ensemble: int = 1,
     ) -> None:
         super().__init__()
@@ -199,6 +217,11 @@ class SupervisedModule(pl.LightningModule):
             check_number(name, value, 0.0)
         check_positive_int("ist_parts", ist_parts)
         check_positive_int("replicas", replicas)
+        check_number("replica_coupling", replica_coupling, 0.0)
+        if replica_coupling > 0 and replicas < 2:
+            raise ConfigError(
+                f"Expected argument `replicas` to be >= 2 with `replica_coupling` = {replica_coupling!r} but got {replicas!r}"
+            )
         check_int("seed", seed, allow_none=True)
         check_positive_int("ensemble", ensemble)
         if ensemble > 1:
@@ -309,6 +332,8 @@ class SupervisedModule(pl.LightningModule):
         loss = self.replica_loss(self.net, *batch)
         for r, replica in enumerate(self.replica_nets, start=1):
             loss = loss + self.replica_loss(replica, *self.replica_batch(r, batch_idx))  # disjoint parameters: own gradients
+        if self.hparams.replica_coupling > 0:  # Replicated SGD: each replica pulled toward the replicas' centre
+            loss = loss + 0.5 * self.hparams.replica_coupling * replica_spread([self.net, *self.replica_nets])
         if not torch.isfinite(loss):  # diverged: stop now, skip this update, keep the last finite state
             self.diverged_at_step = self.global_step
             self.trainer.should_stop = True

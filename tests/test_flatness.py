@@ -56,3 +56,43 @@ def test_bad_arguments_name_the_argument():
         perturbed_loss_increase(net, loss_fn, x, y, sigma=-0.1)
     with pytest.raises(ValueError, match="`n_samples`"):
         Flatness(n_samples=0)
+
+
+@pytest.mark.parametrize("case", ["mlp", "cnn"])
+def test_loss_profile_is_half_lambda_max_t_squared_near_zero_along_the_dense_top_eigenvector(case):
+    """Against the dense float64 Hessian: the eigenpair matches eigh's (up to sign), and P(t)/(½λt²) → 1 as
+    t → 0 with an O(t²) error; the state comes back bit for bit."""
+    from callbacks.flatness import LossProfile, loss_profile
+    from callbacks.sharpness import hessian_top_eigenpairs
+    from tests.diag_cases import dense_hessian
+
+    net, loss_fn, x, y = CASES[case]()
+    hessian = dense_hessian(net, loss_fn, x, y)
+    eigenvalues, eigenvectors = torch.linalg.eigh(hessian)
+    pair = hessian_top_eigenpairs(net, loss_fn, x, y, 1, tol=1e-10)
+    assert float(pair.values[0]) == pytest.approx(eigenvalues[-1].item(), rel=1e-8)
+    assert abs(float(pair.vectors[:, 0] @ eigenvectors[:, -1])) == pytest.approx(1.0, abs=1e-6)
+    state, rng = {k: v.clone() for k, v in net.state_dict().items()}, torch.get_rng_state()
+    lam, v = eigenvalues[-1].item(), eigenvectors[:, -1]
+    steps = [1e-3, 1e-2]
+    ratios = [p / (0.5 * lam * t * t) for p, t in zip(loss_profile(net, loss_fn, x, y, v, steps), steps)]
+    assert abs(ratios[0] - 1) < 1e-4 and abs(ratios[1] - 1) < 1e-2
+    assert abs(ratios[1] - 1) > 10 * abs(ratios[0] - 1) or abs(ratios[0] - 1) < 1e-8  # the error is higher order in t
+    values = LossProfile(steps=[1e-3], tol=1e-10).measure(net, loss_fn, x, y)
+    assert values["flatness/profile_over_quadratic/0.001"] == pytest.approx(1.0, abs=1e-4)
+    assert values["flatness/profile_lambda_max"] == pytest.approx(lam, rel=1e-8)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items()) and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_loss_profile_of_a_quadratic_loss_is_exactly_quadratic_at_every_distance():
+    """A linear model with MSE: L is quadratic in θ, so P(t) = ½ λ_max t² at t = 0.1 and at t = 10 alike."""
+    from callbacks.flatness import LossProfile
+
+    torch.manual_seed(0)
+    net = nn.Linear(4, 2).double()
+    x, y = torch.randn(20, 4, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
+    values = LossProfile(steps=[0.1, 10.0], tol=1e-10).measure(net, mse, x, y)
+    assert values["flatness/profile_over_quadratic/0.1"] == pytest.approx(1.0, rel=1e-9)
+    assert values["flatness/profile_over_quadratic/10"] == pytest.approx(1.0, rel=1e-9)
+    with pytest.raises(Exception, match="steps"):
+        LossProfile(steps=[0.1, -1.0])
