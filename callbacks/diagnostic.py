@@ -26,6 +26,7 @@ from torch import nn
 from typing_extensions import override
 
 from callbacks.net_state import LossFn, probe_indices
+from datamodules.tensor import Split, precision_dtype
 from lightning_modules.checks import ConfigError, check_int, check_positive_int
 from lightning_modules.publish import publish
 
@@ -145,7 +146,9 @@ class ProbeCallback(Diagnostic):
                 )
             if self.indices is None:
                 self.indices = probe_indices(len(train.x), self.probe_size, self.seed)
-            self._probe = (train.x[self.indices].to(device), train.y[self.indices].to(device))
+            dtype = precision_dtype(trainer.precision)  # the weights' dtype under a *-true precision (64-true: float64)
+            probe = Split(train.x[self.indices], train.y[self.indices]).to(device, dtype)
+            self._probe = (probe.x, probe.y)
         return self._probe
 
     @override

@@ -21,6 +21,20 @@ SplitName = Literal["train", "train_eval", "test"]
 SPLITS = ("train", "train_eval", "test")
 
 
+#: The dtype of a Trainer precision that converts the module's weights (``*-true``); mixed precisions keep
+#: float32 weights and inputs.
+TRUE_PRECISION_DTYPES = {"64-true": torch.float64, "64": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
+
+
+def precision_dtype(precision: object) -> Optional[torch.dtype]:
+    """The dtype floating-point data must take to meet weights trained at Trainer ``precision``; None to keep it.
+
+    >>> precision_dtype("64-true"), precision_dtype("32-true"), precision_dtype("bf16-mixed")
+    (torch.float64, None, None)
+    """
+    return TRUE_PRECISION_DTYPES.get(str(precision))
+
+
 @dataclass
 class Split:
     """One split of a data set: inputs ``x`` (n, ...) and targets ``y`` (n,) or (n, k)."""
@@ -31,8 +45,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.x)
 
-    def to(self, device: torch.device) -> "Split":
-        return Split(self.x.to(device), self.y.to(device))
+    def to(self, device: torch.device, dtype: Optional[torch.dtype] = None) -> "Split":
+        """On ``device``; floating-point inputs and targets also in ``dtype`` when given (class indices stay integers)."""
+        cast = lambda t: t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)  # noqa: E731
+        return Split(cast(self.x), cast(self.y))
 
     def shard(self, rank: int, world_size: int, equal: bool = False) -> "Split":
         """Samples ``rank, rank + world_size, ...``; ``equal`` drops the remainder so all ranks
@@ -187,14 +203,14 @@ class TensorDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is None:
             return
-        device = trainer.strategy.root_device
+        device, dtype = trainer.strategy.root_device, precision_dtype(trainer.precision)
         rank, world = trainer.global_rank, trainer.world_size
         # Each rank keeps its own shard of the training set; the evaluation sets too, and the
         # metrics (torchmetrics) reduce across ranks.
         self._on_device = {
-            "train": self.train.shard(rank, world, equal=True).to(device),
-            "train_eval": self.train.shard(rank, world).to(device),
-            "test": self.test.shard(rank, world).to(device),
+            "train": self.train.shard(rank, world, equal=True).to(device, dtype),
+            "train_eval": self.train.shard(rank, world).to(device, dtype),
+            "test": self.test.shard(rank, world).to(device, dtype),
         }
 
     def split_on_device(self, split: SplitName) -> Split:

@@ -121,3 +121,33 @@ def test_evaluation_orders_are_in_order_and_unknown_splits_are_refused():
         dm.batch_order("val")
     with pytest.raises(ConfigError, match="`seed`"):
         dm.batch_order("train", seed=True)
+
+
+def test_true_double_precision_trains_on_float64_data_and_probes():
+    """`--trainer.precision 64-true` converts the weights to float64: the batches, the whole-set evaluation and the
+    diagnostics' probe sets follow (class labels stay integers), so the run trains instead of failing on a dtype."""
+    import pytorch_lightning as pl
+    from quiet_trainer import quiet_trainer
+
+    from callbacks.kernel import KernelDrift
+    from datamodules.synthetic import GaussianMixture
+    from datamodules.tensor import Split
+    from lightning_modules.module import SupervisedModule
+    from lightning_modules.nets.mlp import TwoLayerMLP
+
+    class BatchDtypes(pl.Callback):
+        def __init__(self) -> None:
+            self.seen = set()
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            self.seen.add((batch[0].dtype, batch[1].dtype))
+
+    data = GaussianMixture(dim=4, n_train=32, n_test=16, batch_size=16, seed=0)
+    model = SupervisedModule(TwoLayerMLP(4, 8, 1), lr=0.1, seed=0)
+    dtypes, drift = BatchDtypes(), KernelDrift(probe_size=8)
+    trainer = quiet_trainer(max_epochs=2, precision="64-true", callbacks=[dtypes, drift])
+    trainer.fit(model, datamodule=data)
+    assert dtypes.seen == {(torch.float64, torch.int64)}
+    assert next(model.parameters()).dtype == torch.float64 and torch.isfinite(trainer.callback_metrics["kernel/drift"])
+    split = Split(torch.zeros(2, 3), torch.tensor([0, 1])).to(torch.device("cpu"), torch.float64)
+    assert (split.x.dtype, split.y.dtype) == (torch.float64, torch.int64)
