@@ -11,6 +11,9 @@ Two angles, in degrees, ∠(a, b) = arccos(⟨a, b⟩ / (‖a‖ ‖b‖)) on fl
   B (input features, net outputs) vs Jᵀ with J = ∂f/∂x_l, the Jacobian of the net output with
   respect to the layer input averaged over the batch (= W for the output layer; Nøkland, 2016).
 
+Comparing the representations two runs learn (FA vs GD on the same data): :func:`representation_angles`,
+the angle between the flattened representation matrices and the principal angles between their spans.
+
 In FA the angles start near 90° and fall as W comes to align with B. A backprop run has no
 feedback matrices; as a control it is measured against fixed random B ~ N(0, 1), shape of W, one per
 nn.Linear / nn.Conv2d layer, drawn from a seed: that angle stays near 90°.
@@ -106,6 +109,42 @@ def weight_vs_feedback_angles(net: nn.Module, x: torch.Tensor, feedback: Optiona
         for hook in hooks:
             hook.remove()
     return angles
+
+
+def principal_angles_deg(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-7) -> torch.Tensor:
+    """Principal angles between the column spaces of ``a`` (n, p) and ``b`` (n, q), in degrees, ascending.
+
+    With orthonormal bases Q_a (n, r_a), Q_b (n, r_b) of the two spans (from an SVD; singular values
+    below ``rtol`` · the largest count as zero), cos θ_i = σ_i(Q_aᵀ Q_b), i = 1..min(r_a, r_b)
+    (Björck & Golub, 1973): θ_1 = min over unit u ∈ span(a), v ∈ span(b) of ∠(u, v). All angles are 0
+    iff one span contains the other; the largest is 90° iff some direction of the smaller span is
+    orthogonal to the other. Computed in float64.
+
+    >>> principal_angles_deg(torch.tensor([[1.0], [0.0]]), torch.tensor([[1.0], [1.0]])).tolist()
+    [45.0]
+    """
+
+    def basis(m: torch.Tensor) -> torch.Tensor:
+        u, s, _ = torch.linalg.svd(m.detach().double().cpu(), full_matrices=False)
+        return u[:, s > rtol * s.max()] if s.numel() and s.max() > 0 else u[:, :0]
+
+    cosines = torch.linalg.svdvals(basis(a).T @ basis(b)).clamp(-1.0, 1.0)  # descending
+    return torch.rad2deg(torch.arccos(cosines)).round(decimals=10)
+
+
+def representation_angles(h_a: torch.Tensor, h_b: torch.Tensor) -> dict[str, float]:
+    """How far apart two representations of the same n inputs are; ``h_a``, ``h_b`` of shape (n, r).
+
+    For the inner representation H = X W1ᵀ (n, r) of a factorization f(x) = W2 W1 x trained two ways:
+
+    - ``flat_deg``: ∠(vec H_a, vec H_b) = arccos(tr(H_aᵀ H_b) / (‖H_a‖_F ‖H_b‖_F)), the angle between the
+      matrices as vectors; 90° when the r inner units of one run are orthogonal, unit by unit, to those of
+      the other (Garg & Vempala: FA's and GD's representations "can be almost orthogonal").
+    - ``max_principal_deg``: the largest principal angle between the column spans of H_a and H_b (subspaces
+      of Rⁿ, :func:`principal_angles_deg`); 0 when both runs represent the same subspace of functions
+      of the data, whatever basis of it their units use (H_a = H_b A for an invertible r × r A).
+    """
+    return {"flat_deg": angle_deg(h_a, h_b), "max_principal_deg": float(principal_angles_deg(h_a, h_b).max())}
 
 
 class FeedbackAlignment(ProbeCallback):

@@ -44,7 +44,7 @@ CLAIMS = {
     "ntk_drift": "kernel drift -> 0 with width (NTK parameterization)",
     "edge_of_stability": "sharpness rises to the stability threshold and hovers there",
     "feedback_alignment": "FA's update aligns with backprop's; weight decay aligns it further",
-    "fa_matrix_factorization": "FA converges iff the rank suffices",
+    "fa_matrix_factorization": "FA converges iff the rank suffices; FA and GD representations ~orthogonal",
     "sparse_parity": "a plateau, then a sudden drop of the test error",
     "teacher_student": "every teacher neuron is recovered, loss -> 0",
     "double_descent": "test error peaks near width = n",
@@ -64,6 +64,7 @@ CLAIMS = {
     "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank; the best ridge can be negative",
     "one_dimensional_he_init": "He-init ReLU net, GD, 1-D data off the origin: kinks never enter the data, fit = least-squares line",
     "manifold_sensitivity": "noise across the data subspace lowers the transversal sensitivity; depth only through the init",
+    "feedback_alignment_ntk": "weight decay is needed for W2 to align with B (NTK parameterization)",
     "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
 }
 #: What each tag's y axis measures.
@@ -97,10 +98,11 @@ PANELS = [
 
 def experiment_title(name: str) -> str:
     """``"ntk_drift"`` -> ``"ntk_drift: kernel drift -> 0 with width (NTK parameterization)"``; other names as they are."""
-    for key, claim in CLAIMS.items():
-        if key in name:
-            return f"{key}: {claim}"
-    return name
+    matches = [key for key in CLAIMS if key in name]
+    if not matches:
+        return name
+    key = max(matches, key=len)  # feedback_alignment_ntk, not feedback_alignment
+    return f"{key}: {CLAIMS[key]}"
 
 
 def y_label(tag: str) -> str:

@@ -107,3 +107,9 @@ def test_double_descent_figure_draws_one_line_per_solver_from_the_runs_configs(t
     assert "min-norm (closed form) (one seed)" in labels and "adam from a = 0, lr 0.3, 500 epochs (one seed)" in labels
     assert "width = n = 64" in labels
     assert ax.get_xscale() == "log" and "double_descent" in ax.get_title()
+
+
+def test_an_experiment_is_titled_by_its_own_claim_not_by_a_shorter_name_it_contains():
+    assert report.experiment_title("feedback_alignment_ntk").startswith("feedback_alignment_ntk: weight decay")
+    assert report.experiment_title("configs/ci/feedback_alignment").startswith("feedback_alignment: FA's update")
+    assert report.experiment_title("something_else") == "something_else"
