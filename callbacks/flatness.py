@@ -27,7 +27,8 @@ weights (bit for bit) are restored afterwards.
 from __future__ import annotations
 
 import time
-from typing import Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -38,6 +39,31 @@ from callbacks.diagnostic import ProbeCallback, module_loss, module_net
 from callbacks.net_state import LossFn, preserved_state, trainable_parameters
 from callbacks.sharpness import hessian_top_eigenpairs
 from lightning_modules.checks import ConfigError, check_number, check_positive_int
+
+
+@contextmanager
+def moved_weights(
+    net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor
+) -> Iterator[tuple[list[nn.Parameter], list[torch.Tensor], Callable[[], float]]]:
+    """``(params, saved, loss)`` for moving the trainable weights and reading the loss: the parameters, copies
+    of their values, and ``loss()`` = loss_fn(net(x), y) in training mode, every call from the same RNG
+    state (one dropout mask for all). On exit the weights are restored bit for bit, and modes, buffers,
+    ``.grad`` and the RNG state as :func:`callbacks.net_state.preserved_state` restores them."""
+    params = [p for _, p in trainable_parameters(net)]
+    saved = [p.detach().clone() for p in params]
+    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+
+    def loss() -> float:
+        with torch.random.fork_rng(devices=cuda):  # the same RNG state, so the same dropout mask, every time
+            return float(loss_fn(net(x), y))
+
+    with preserved_state(net, train=True):
+        try:
+            yield params, saved, loss
+        finally:
+            with torch.no_grad():
+                for p, w in zip(params, saved):
+                    p.copy_(w)
 
 
 @torch.no_grad()
@@ -61,27 +87,15 @@ def perturbed_loss_increase(
     check_number("sigma", sigma, 0.0)
     check_positive_int("n_samples", n_samples)
     generator = torch.Generator().manual_seed(0) if generator is None else generator
-    params = [p for _, p in trainable_parameters(net)]
-    saved = [p.detach().clone() for p in params]
-    scales = [sigma * float(torch.linalg.vector_norm(p)) / p.numel() ** 0.5 for p in params]  # σ‖W‖_F/√numel(W)
-    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
-
-    def loss() -> float:
-        with torch.random.fork_rng(devices=cuda):  # the same RNG state, so the same dropout mask, every time
-            return float(loss_fn(net(x), y))
-
     total = 0.0
-    with preserved_state(net, train=True):
+    with moved_weights(net, loss_fn, x, y) as (params, saved, loss):
         base = loss()
-        try:
-            for _ in range(n_samples):
-                for p, w, s in zip(params, saved, scales):
-                    xi = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-                    p.copy_(w + s * xi)
-                total += loss() - base
-        finally:
-            for p, w in zip(params, saved):
-                p.copy_(w)
+        scales = [sigma * float(torch.linalg.vector_norm(w)) / w.numel() ** 0.5 for w in saved]  # σ‖W‖_F/√numel(W)
+        for _ in range(n_samples):
+            for p, w, s in zip(params, saved, scales):
+                xi = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                p.copy_(w + s * xi)
+            total += loss() - base
     return total / n_samples
 
 
@@ -129,29 +143,17 @@ def loss_profile(
     """P(t) = ½ [L(θ + t v) + L(θ − t v)] − L(θ) for each t in ``steps`` (module docstring); v = ``direction``,
     a flat vector over the trainable parameters in ``net.named_parameters()`` order. Same mode, RNG and
     restoring rules as :func:`perturbed_loss_increase`."""
-    params = [p for _, p in trainable_parameters(net)]
-    saved = [p.detach().clone() for p in params]
-    pieces = direction.to(params[0].device, params[0].dtype).split([p.numel() for p in params])
-    cuda = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
-
-    def loss() -> float:
-        with torch.random.fork_rng(devices=cuda):
-            return float(loss_fn(net(x), y))
-
     out = []
-    with preserved_state(net, train=True):
+    with moved_weights(net, loss_fn, x, y) as (params, saved, loss):
         base = loss()
-        try:
-            for t in steps:
-                sides = []
-                for sign in (1.0, -1.0):
-                    for p, w, v in zip(params, saved, pieces):
-                        p.copy_(w + sign * t * v.view_as(p))
-                    sides.append(loss())
-                out.append(0.5 * (sides[0] + sides[1]) - base)
-        finally:
-            for p, w in zip(params, saved):
-                p.copy_(w)
+        pieces = direction.to(params[0].device, params[0].dtype).split([p.numel() for p in params])
+        for t in steps:
+            sides = []
+            for sign in (1.0, -1.0):
+                for p, w, v in zip(params, saved, pieces):
+                    p.copy_(w + sign * t * v.view_as(p))
+                sides.append(loss())
+            out.append(0.5 * (sides[0] + sides[1]) - base)
     return out
 
 
