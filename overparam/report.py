@@ -64,6 +64,7 @@ CLAIMS = {
     "benign_ridge": "min-norm interpolation is benign iff the covariance tail has a high effective rank; the best ridge can be negative",
     "one_dimensional_he_init": "He-init ReLU net, GD, 1-D data off the origin: kinks never enter the data, fit = least-squares line",
     "manifold_sensitivity": "noise across the data subspace lowers the transversal sensitivity; depth only through the init",
+    "gaussian_mixture_single_layer": "SGD interpolates with a large train/test gap",
     "feedback_alignment_ntk": "weight decay is needed for W2 to align with B (NTK parameterization)",
     "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
 }
@@ -75,7 +76,7 @@ Y_LABELS = {
     "kernel/drift": "||K_t - K_0||_F / ||K_0||_F",
     "weights/rel_change": "||W_t - W_0||_F / ||W_0||_F",
     "alignment": "angle (degrees)",
-    "teacher": "cosine",
+    "teacher": "cosine (stray_mass: share of output weight)",
     "replica": "relative squared distance",
     "gap": "test - train (loss), train - test (acc)",
 }
