@@ -113,3 +113,9 @@ def test_an_experiment_is_titled_by_its_own_claim_not_by_a_shorter_name_it_conta
     assert report.experiment_title("feedback_alignment_ntk").startswith("feedback_alignment_ntk: weight decay")
     assert report.experiment_title("configs/ci/feedback_alignment").startswith("feedback_alignment: FA's update")
     assert report.experiment_title("something_else") == "something_else"
+
+
+def test_axis_labels_name_what_the_tag_measures():
+    assert report.y_label("kernel/alignment") == "centered kernel-target alignment"  # not an angle
+    assert report.y_label("alignment/weight_vs_feedback_deg") == "angle (degrees)"
+    assert report.y_label("kernel/drift").startswith("||K_t - K_0||")
