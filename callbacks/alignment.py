@@ -27,12 +27,11 @@ import math
 import time
 from typing import Optional
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from typing_extensions import override
 
-from callbacks.diagnostic import ProbeCallback, module_loss, module_net
+from callbacks.diagnostic import ProbeCallback
 from callbacks.net_state import LossFn, preserved_state
 from lightning_modules.learning_rules import backprop_mode, feedback_layers
 
@@ -185,11 +184,6 @@ class FeedbackAlignment(ProbeCallback):
             values["alignment/weight_vs_feedback_deg"] = sum(per_layer.values()) / len(per_layer)
         values["diag/alignment_seconds"] = time.perf_counter() - start
         return values
-
-    @override
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        x, y = self.probe(trainer, pl_module.device)
-        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)
 
     @override
     def state_dict(self) -> dict:

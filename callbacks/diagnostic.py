@@ -129,6 +129,18 @@ class ProbeCallback(Diagnostic):
     def state_key(self) -> str:
         return self._generate_state_key(every_n_epochs=self.every_n_epochs, probe_size=self.probe_size, seed=self.seed)
 
+    def measure(self, net: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """The logged values of ``net`` with the training loss ``loss_fn`` on the probe batch (no Lightning
+        involved); subclasses whose measurement needs the net, the loss and the probe write this."""
+        raise NotImplementedError
+
+    @override
+    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """:meth:`measure` of the module's net and loss on the probe batch; subclasses that need something
+        else (the data's subspace, the whole data set) override this instead."""
+        x, y = self.probe(trainer, pl_module.device)
+        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)
+
     def probe(self, trainer: pl.Trainer, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The probe batch ``(x, y)`` on ``device``, from the DataModule's public ``train`` split.
 

@@ -30,12 +30,10 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
-from typing_extensions import override
 
-from callbacks.diagnostic import ProbeCallback, module_loss, module_net
+from callbacks.diagnostic import ProbeCallback
 from callbacks.net_state import LossFn, preserved_state, trainable_parameters
 from callbacks.sharpness import hessian_top_eigenpairs
 from lightning_modules.checks import ConfigError, check_number, check_positive_int
@@ -130,11 +128,6 @@ class Flatness(ProbeCallback):
         increase = perturbed_loss_increase(net, loss_fn, x, y, self.sigma, self.n_samples, torch.Generator().manual_seed(self.seed))
         return {"flatness/perturbed_loss_increase": increase, "diag/flatness_seconds": time.perf_counter() - start}
 
-    @override
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        x, y = self.probe(trainer, pl_module.device)
-        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)
-
 
 @torch.no_grad()
 def loss_profile(
@@ -203,8 +196,3 @@ class LossProfile(ProbeCallback):
             values[f"flatness/profile_over_quadratic/{t:g}"] = p / (0.5 * lam * t * t) if lam != 0 else float("nan")
         values["diag/loss_profile_seconds"] = time.perf_counter() - start
         return values
-
-    @override
-    def compute(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        x, y = self.probe(trainer, pl_module.device)
-        return self.measure(module_net(pl_module), module_loss(pl_module), x, y)

@@ -155,7 +155,8 @@ def diagnostics() -> list[type]:
     from overparam.cli import import_suite
 
     found = {c for c in import_suite().values() if issubclass(c, Diagnostic) and c.compute is not Diagnostic.compute}
-    return sorted(found, key=lambda c: c.__name__)
+    bases = {c for c in found if any(o is not c and issubclass(o, c) for o in found)}  # ProbeCallback: a building block
+    return sorted(found - bases, key=lambda c: c.__name__)
 
 
 def special_settings() -> dict[str, tuple]:
