@@ -14,6 +14,12 @@ each run is a process of its own forked from a server that imported the suite on
 ``--launcher local_subprocess`` starts a new interpreter per run instead, and submitit jobs
 (``--launcher slurm``) each run one.
 
+With ``--ensemble``, the seeds of a grid point are the members of one run of ``--model.ensemble N``
+(one stacked model, see lightning_modules/nets/ensemble.py): member k is initialized from model seed k,
+all members train on data seed 0 (the same samples, the same batch order), and the run gives N rows,
+member k's own metrics under the usual tags with ``seed`` k. Without it each seed s draws data,
+batch order and initialization from s.
+
 ``config_hash`` is a hash of everything that determines the runs besides their grid point and seed:
 the config file's content (configs/default.yaml's without ``--config``), configs/base.yaml's content,
 the extra arguments and the content of any file they name (``OUT/runs/<config_hash>/
@@ -93,6 +99,40 @@ def runs_of(
         for together in zipped_points(zipped or {})
     ]
     return [(run_id(point, seed), point, seed) for point in points for seed in seeds]
+
+
+def ensemble_run_id(point: dict[str, str], members: int) -> str:
+    """The folder of a point's ensemble run, e.g. ``model.net.width=64__ensemble=8``."""
+    return "__".join([*(f"{k}={v}" for k, v in point.items()), f"ensemble={members}"]).replace("/", "_").replace(" ", "")
+
+
+def member_run_id(point: dict[str, str], seed: int, members: int) -> str:
+    """Member ``seed``'s row of a point's ensemble run, e.g. ``model.net.width=64__seed=3__ensemble=8``."""
+    return f"{run_id(point, seed)}__ensemble={members}"
+
+
+def member_rows(row: dict, point: dict[str, str], members: int) -> list[dict]:
+    """The ``members`` rows of one ensemble run's row: row k has ``seed`` k and member k's metrics
+    (``ensemble/<k>/<tag>``) under the plain tags, its gaps (test − train loss, train − test accuracy)
+    recomputed from them; the members' means and the other members' values are dropped.
+
+    >>> rows = member_rows({"run_id": "e", "status": "completed", "train/loss": 0.5, "ensemble/0/train/loss": 0.4,
+    ...                     "ensemble/1/train/loss": 0.6, "ensemble/0/test/loss": 0.7, "ensemble/1/test/loss": 0.9}, {}, 2)
+    >>> [(r["run_id"], r["seed"], r["train/loss"], round(r["gap/loss"], 3)) for r in rows]
+    [('seed=0__ensemble=2', 0, 0.4, 0.3), ('seed=1__ensemble=2', 1, 0.6, 0.3)]
+    """
+    shared = {k: v for k, v in row.items() if not k.startswith("ensemble/")}
+    out = []
+    for k in range(members):
+        prefix = f"ensemble/{k}/"
+        own = {tag[len(prefix) :]: v for tag, v in row.items() if tag.startswith(prefix)}
+        member = {key: v for key, v in shared.items() if key not in own and key.split("/")[0] not in ("train", "test", "gap")}
+        member.update(own, run_id=member_run_id(point, k, members), seed=k)
+        for what, sign in (("loss", 1), ("acc", -1)):
+            if f"train/{what}" in own and f"test/{what}" in own:
+                member[f"gap/{what}"] = sign * (float(own[f"test/{what}"]) - float(own[f"train/{what}"]))
+        out.append(member)
+    return out
 
 
 def text(path: Path) -> Optional[str]:
@@ -179,18 +219,21 @@ def run_subprocess(args: list[str], log: Path, threads: int) -> int:
         return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], stdout=f, stderr=subprocess.STDOUT, env=env).returncode
 
 
-def execute(identity: dict, rid: str, point: dict[str, str], seed: int, out: Path, threads: int, forked: bool = False) -> dict:
+def execute(
+    identity: dict, rid: str, point: dict[str, str], seed: int, out: Path, threads: int, forked: bool = False, members: int = 1
+) -> dict:
     """Run one point (resuming it if it was interrupted) and return its CSV row, from the summary.json that
     this attempt wrote; without one (a crash) the row says ``failed``. ``forked``: in a process forked from
     the preloaded server of overparam/workers.py, else (submitit jobs, ``--launcher local_subprocess``) in
-    a new interpreter."""
+    a new interpreter. ``members`` > 1: one run of ``--model.ensemble members`` (see :func:`member_rows`)."""
     root = run_root(out, identity["config_hash"], rid)
     resume = interrupted(root)
     before = {p: p.stat().st_mtime_ns for p in root.glob("lightning_logs/version_*/summary.json")}
     start = time.perf_counter()
     log = root / "train.log"
     root.mkdir(parents=True, exist_ok=True)
-    args = train_args(identity["config"], point, seed, root, identity["extra"], resume)
+    extra = [*identity["extra"], "--model.ensemble", str(members)] if members > 1 else identity["extra"]
+    args = train_args(identity["config"], point, seed, root, extra, resume)
     returncode = workers.train(args, log, threads) if forked else run_subprocess(args, log, threads)
     row = {
         **identity_columns(identity),
@@ -229,6 +272,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         "crossed with the --grid keys",
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for each grid point")
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="train a point's N seeds as one run of --model.ensemble N (model seeds 0..N-1, all on data seed 0); "
+        "still one CSV row per seed",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     parser.add_argument("--out", default="runs/sweep", help="output folder: results.csv and runs/<config_hash>/<run_id>/")
     parser.add_argument(
@@ -259,15 +308,27 @@ def main(argv: Optional[list[str]] = None) -> int:
     (out / "runs" / identity["config_hash"] / "sweep_config.json").write_text(json.dumps(identity, indent=2))
     rows, swept = read_rows(csv_path)
     swept = list(dict.fromkeys([*swept, *grid, *zipped]))  # earlier sweeps' keys keep their columns
-    runs = runs_of(grid, list(range(args.seeds)), zipped)
-    keys = [(identity["config_hash"], rid) for rid, _, _ in runs]
+    members = args.seeds if args.ensemble else 1
+    if members > 1:  # one run per point, a row per member
+        runs = [(ensemble_run_id(point, members), point, 0) for _, point, _ in runs_of(grid, [0], zipped)]
+    else:
+        runs = runs_of(grid, list(range(args.seeds)), zipped)
+
+    def row_ids(rid: str, point: dict[str, str]) -> list[str]:
+        return [member_run_id(point, k, members) for k in range(members)] if members > 1 else [rid]
+
+    points = {rid: point for rid, point, _ in runs}
+    keys = [(identity["config_hash"], r) for rid, point, _ in runs for r in row_ids(rid, point)]
     todo, rebuilt = [], 0
-    for key, (rid, point, seed) in zip(keys, runs):
-        if rows.get(key, {}).get("status") in FINISHED:
+    for rid, point, seed in runs:
+        if all(rows.get((identity["config_hash"], r), {}).get("status") in FINISHED for r in row_ids(rid, point)):
             continue
         summary = finished_summary(run_root(out, identity["config_hash"], rid))
-        if summary is not None:  # finished, but its row is missing: rebuild it, never train again
-            rows[key], rebuilt = rebuilt_row(identity, rid, point, seed, summary), rebuilt + 1
+        if summary is not None:  # finished, but its rows are missing: rebuild them, never train again
+            row = rebuilt_row(identity, rid, point, seed, summary)
+            for r in member_rows(row, point, members) if members > 1 else [row]:
+                rows[(identity["config_hash"], r["run_id"])] = r
+            rebuilt += 1
         else:
             todo.append((rid, point, seed))
     if rebuilt:
@@ -279,14 +340,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
 
     def record(row: dict) -> None:
-        rows[(row["config_hash"], row["run_id"])] = row
+        for r in member_rows(row, points[row["run_id"]], members) if members > 1 else [row]:
+            rows[(r["config_hash"], r["run_id"])] = r
         write_rows(csv_path, rows.values(), swept)
         print(f"{row['run_id']}: {row['status']} ({row['wall_time_s']} s)")
 
     if args.launcher in ("local", "local_subprocess"):
         forked = args.launcher == "local"
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each thread waits on one run's process
-            futures = [pool.submit(execute, identity, rid, point, seed, out, threads, forked) for rid, point, seed in todo]
+            futures = [pool.submit(execute, identity, rid, point, seed, out, threads, forked, members) for rid, point, seed in todo]
             try:
                 for future in as_completed(futures):
                     record(future.result())
@@ -296,7 +358,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         from overparam.submit import submit_all  # noqa: PLC0415  (optional dependency: submitit)
 
-        jobs = [(identity, rid, point, seed, out, threads) for rid, point, seed in todo]
+        jobs = [(identity, rid, point, seed, out, threads, False, members) for rid, point, seed in todo]
         for row in submit_all(args.launcher, execute, jobs, out, args.jobs):
             record(row)
     failed = [key for key in keys if rows.get(key, {}).get("status") not in FINISHED]

@@ -373,3 +373,48 @@ def test_a_forked_ddp_run_starts_its_other_rank_as_train_py(tmp_path):
     (row,) = rows(out)
     log = (Path(row["log_dir"]).parents[1] / "train.log").read_text()
     assert row["status"] == "completed" and "GLOBAL_RANK: 1" in log and "runs to go" not in log, log
+
+
+def test_ensemble_sweep_writes_a_row_per_member_that_matches_its_own_run(tmp_path, capsys):
+    """``--seeds 3 --ensemble``: one run of ``--model.ensemble 3``, three rows (seeds 0, 1, 2) with each member's
+    own metrics and gaps; member 0 (model and data seed 0) matches a plain run of seed 0 to float tolerance;
+    with the CSV deleted, the rows come back from the run's summary.json without training again."""
+    from overparam import sweep as sweep_script
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    out = tmp_path / "sweep"
+    extra = ["--", "--trainer.max_epochs", "3", "--data.batch_size", "8"]
+    for seeds in (["--seeds", "3", "--ensemble"], ["--seeds", "1"]):
+        result = subprocess.run(
+            [*SWEEP, "--config", str(config), "--grid", "model.net.width=12", *seeds, "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    table = {r["run_id"]: r for r in rows(out)}
+    members = [table[f"model.net.width=12__seed={k}__ensemble=3"] for k in range(3)]
+    (summary_path,) = out.glob("runs/*/model.net.width=12__ensemble=3/lightning_logs/version_0/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["config"]["model"]["init_args"]["ensemble"] == 3 and summary["config"]["data"]["init_args"]["seed"] == 0
+    for k, row in enumerate(members):
+        assert row["seed"] == str(k) and row["status"] == "completed"
+        for tag in ("train/loss", "test/loss", "train/acc", "test/acc"):
+            assert float(row[tag]) == summary["metrics"][f"ensemble/{k}/{tag}"]
+        assert float(row["gap/loss"]) == pytest.approx(float(row["test/loss"]) - float(row["train/loss"]))
+        assert not any(c.startswith("ensemble/") and row[c] for c in row)
+    assert len({row["train/loss"] for row in members}) == 3  # three initializations
+    plain = table["model.net.width=12__seed=0"]
+    for tag in ("train/loss", "test/loss", "train/acc", "test/acc"):
+        assert float(members[0][tag]) == pytest.approx(float(plain[tag]), rel=1e-4, abs=1e-6), tag
+
+    (out / "results.csv").unlink()
+    assert (
+        sweep_script.main(
+            ["--config", str(config), "--grid", "model.net.width=12", "--seeds", "3", "--ensemble", "--out", str(out), *extra]
+        )
+        == 0
+    )
+    assert "(1 rows rebuilt from their summary.json); 0 runs to go" in capsys.readouterr().out
+    assert {r["run_id"]: r["train/loss"] for r in rows(out)} == {r: table[r]["train/loss"] for r in table if r.endswith("__ensemble=3")}
