@@ -26,6 +26,7 @@ from datamodules.synthetic import GaussianMixture
 from lightning_modules import losses
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
+from overparam.profiler import NullProfiler
 from overparam.summary import SummaryLogger
 
 
@@ -85,6 +86,7 @@ def lightning_seconds_per_step(dim, width, n, batch_size, epochs, warmup, evalua
             num_sanity_val_steps=0,
             limit_val_batches=None if evaluate else 0,
             log_every_n_steps=50,
+            profiler=NullProfiler(),  # as scripts/train.py runs it
         )
         trainer.fit(model, datamodule=data)
     return timer.seconds / timer.steps
@@ -470,6 +472,40 @@ def ensemble_rows(quick: bool, device: torch.device) -> list[dict]:
     ]
 
 
+def help_rows(quick: bool) -> list[dict]:
+    """``scripts/train.py --help`` in a new process, printed from the help cache (overparam/help_cache.py)
+    vs the full path (an empty cache: it imports Lightning and builds the parser), run alternately."""
+    import subprocess  # noqa: PLC0415
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train.py"
+
+    def help_seconds(cache: str) -> float:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, str(script), "--help"], check=True, capture_output=True, env={**os.environ, "XDG_CACHE_HOME": cache}
+        )
+        return time.perf_counter() - start
+
+    def full_seconds() -> float:
+        with tempfile.TemporaryDirectory() as empty:
+            return help_seconds(empty)
+
+    with tempfile.TemporaryDirectory() as warm:
+        help_seconds(warm)  # records the text
+        cached, full = paired(1 if quick else 3, lambda: help_seconds(warm), full_seconds)
+    return [
+        row(
+            "help_cached_vs_full",
+            cached,
+            full,
+            "s",
+            full / cached,
+            ">= 10",
+            "scripts/train.py --help in a new process: the full path (empty cache) / printed from the help cache",
+        )
+    ]
+
+
 def machine() -> dict:
     info = {
         "platform": platform.platform(),
@@ -491,7 +527,7 @@ def main(argv=None) -> int:
         "--only",
         default=None,
         help="comma-separated groups: training_loop, diagnostics, overhead, speed, ensemble, "
-        "sweep (speed paths need compilation, and sweep takes minutes: both run only without --quick)",
+        "sweep, help (speed paths need compilation, and sweep takes minutes: both run only without --quick)",
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -502,6 +538,7 @@ def main(argv=None) -> int:
         "speed": lambda: speed_path_rows(args.quick, device) if not args.quick else [],
         "sweep": lambda: sweep_rows() if not args.quick else [],
         "ensemble": lambda: ensemble_rows(args.quick, device),
+        "help": lambda: help_rows(args.quick),
     }
     chosen = args.only.split(",") if args.only else list(groups)
     unknown = [g for g in chosen if g not in groups]

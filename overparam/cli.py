@@ -38,6 +38,7 @@ from lightning_modules.module import SupervisedModule
 from overparam.checkpoint import CtrlCAsSigterm, LastCheckpoint, RunRecord, find_last_checkpoint, stored_config_hash
 from overparam.errors import condense_error
 from overparam.paths import BASE_CONFIG, CONFIGS, DEFAULT_CONFIG
+from overparam.profiler import NullProfiler
 from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED, run_status
 from overparam.summary import SummaryLogger, config_hash, write_summary
 
@@ -257,6 +258,8 @@ class OverparamCLI(LightningCLI):
         if not any(isinstance(c, TrainTestGap) for c in callbacks):
             callbacks.append(TrainTestGap())
         kwargs["callbacks"] = callbacks
+        if cfg.get("profiler") is None:
+            kwargs["profiler"] = NullProfiler()
         try:
             return super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:  # e.g. an accelerator this machine does not have
@@ -298,6 +301,23 @@ class OverparamCLI(LightningCLI):
                 f"run without --ckpt_path to start a new version under {root}"
             )
         return ckpt, version
+
+
+def long_config_flags(args: list[str]) -> list[str]:
+    """``args`` with jsonargparse's short ``-c`` spelled ``--config``, so the config files are found before parsing.
+
+    >>> long_config_flags(["-c", "x.yaml", "-c=y.yaml", "--model.lr", "-c"])
+    ['--config', 'x.yaml', '--config=y.yaml', '--model.lr', '-c']
+    """
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "-c" and (i == 0 or not args[i - 1].startswith("--") or "=" in args[i - 1] or args[i - 1] == "-c"):
+            out.append("--config")
+        elif arg.startswith("-c="):
+            out.append("--config=" + arg[3:])
+        else:
+            out.append(arg)
+    return out
 
 
 def with_default_experiment(args: list[str]) -> list[str]:
@@ -358,7 +378,7 @@ def with_default_classes(args: list[str], configs: list[dict]) -> list[str]:
 def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
     """Parse ``args`` (default: ``sys.argv[1:]``) on top of configs/base.yaml (see the module
     docstring for the layering) and instantiate everything."""
-    args = with_default_experiment(sys.argv[1:] if args is None else args)
+    args = with_default_experiment(long_config_flags(sys.argv[1:] if args is None else args))
     if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from the working directory, as with `python -m`
         sys.path.append(os.getcwd())
     args = expand_short_names(with_default_classes(args, read_config_files(args)), import_suite())
@@ -377,7 +397,8 @@ def build_cli(args: Optional[list[str]] = None) -> OverparamCLI:
         parser_kwargs={
             "default_config_files": [str(BASE_CONFIG)],
             "description": "Fit then test a config (configs/default.yaml without --config). "
-            "--list names every net, data set and diagnostic; short class names work.",
+            "--list names every net, data set and diagnostic; short class names work; "
+            "--model.net.help NAME and --data.help NAME show one class's options.",
         },
     )
 
