@@ -8,6 +8,33 @@ stationary spread scales with the temperature η/B (Jastrzębski et al., 2017, "
 Influencing Minima in SGD"; Mandt et al., 2017). For per-sample losses ℓᵢ and batches drawn without
 replacement, tr Σ_B = (n − B)/(B(n − 1)) · (1/n) Σᵢ ‖∇ℓᵢ − g‖², which is 0 at B = n.
 
+The fluctuation–dissipation (FDT) temperature. Mignacco & Urbani 2022 ("The effective noise of stochastic
+gradient descent", J. Stat. Mech. 083405, arXiv:2112.10852) measure SGD's noise in the underparameterized
+regime, where SGD reaches a stationary state at positive training error, by the temperature of the FDT:
+with C(τ) = (1/P) ⟨δθ(t + τ)·δθ(t)⟩ and the response R(τ) = (1/P) Σ_p ∂⟨θ_p(t + τ)⟩/∂h_p(t) to a field
+h that adds −h·θ to the loss, a system in equilibrium at temperature T obeys R(τ) = −(1/T) dC/dτ. Here
+P is the number of trainable parameters and t = η·(steps) the SGD time, in which SGD reads, to first
+order in η,
+
+    dθ = −∇L(θ) dt + √η Σ_B^{1/2} dW                     (noise covariance η Σ_B per unit time)
+
+Near a stationary point with Hessian H this is an Ornstein–Uhlenbeck process; its stationary covariance S
+solves HS + SH = ηΣ_B. At short lags τ the integrated response is χ(τ) = ∫₀^τ R ≈ τ (R(0⁺) = 1) and
+C(0) − C(τ) ≈ τ Tr(HS)/P (the drift −Hδθ; the noise after t is independent of δθ(t)), so the FDT ratio is
+
+    T_FDT = Tr(HS)/P = η tr Σ_B / (2P)                    (``sgd/fdt_temperature``)
+
+the temperature T of the Langevin dynamics dθ = −∇L dt + √(2T) dW with the same noise power (2TP = η
+tr Σ_B), and the equipartition temperature: ⟨δθᵀ H δθ⟩ = ⟨δθ·∇L⟩ = P·T_FDT at stationarity. It is
+exact to first order in η (discrete SGD on a quadratic adds η Tr(HSH)/(2P)); with anisotropic Σ_B the
+FDT ratio at long lags, Tr S / Tr H⁻¹, may differ from this short-lag one. It is computed from the same
+tr Σ_B estimate as ``sgd/noise_trace``, at the current θ (before stationarity: the current noise power,
+not a stationary FDT ratio), and like ``sgd/temperature`` ignores momentum (heavy ball with β multiplies
+it by 1/(1 − β)). Unlike η/B it includes how noisy the per-sample gradients are where SGD is: it goes to 0
+where the net interpolates and every per-sample gradient vanishes. tests/test_exp_temperature.py checks
+it against the closed-form stationary state of SGD on a quadratic and against the equipartition
+temperature of brute-force minibatch SGD on linear regression.
+
 Mode and state: the gradients are taken in *training* mode (the loss the optimizer descends); modes,
 buffers, ``.grad`` and the torch RNG state are restored afterwards (``preserved_state``).
 """
@@ -73,10 +100,31 @@ def gradient_noise_trace(
     return total / k
 
 
+def fdt_temperature(noise_trace: float, lr: float, n_params: int) -> float:
+    """The fluctuation–dissipation temperature of SGD with step ``lr`` (module docstring):
+
+        T_FDT = η · tr Σ_B / (2P)
+
+    with ``noise_trace`` = tr Σ_B (:func:`gradient_noise_trace`) and ``n_params`` = P, the number of
+    trainable parameters.
+
+    >>> fdt_temperature(0.5, lr=0.1, n_params=10)
+    0.0025
+
+    A NaN trace (a diverged run) gives NaN, as it does for ``sgd/noise_trace``.
+
+    Raises:
+        ConfigError: unless ``n_params`` is a positive integer.
+    """
+    check_positive_int("n_params", n_params)
+    return lr * noise_trace / (2 * n_params)
+
+
 class GradientNoise(ProbeCallback):
     """Logs ``sgd/noise_trace`` (tr Σ_B at the training batch size), ``sgd/temperature`` (η/B, η of the
-    first optimizer param group) and ``diag/sgd_noise_seconds`` at the start of training, after every
-    ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`).
+    first optimizer param group), ``sgd/fdt_temperature`` (η tr Σ_B / (2P), :func:`fdt_temperature`, P the
+    trainable parameters of the module's net) and ``diag/sgd_noise_seconds`` at the start of training,
+    after every ``every_n_epochs``-th epoch and at the end (see :class:`callbacks.diagnostic.Diagnostic`).
 
     B is the DataModule's ``batch_size`` times the number of processes (DDP averages their gradients),
     or n_train for full batch; then the noise is 0 and no gradient is computed. The batches are the
@@ -127,7 +175,13 @@ class GradientNoise(ProbeCallback):
             trace = 0.0  # full batch: no gradient noise
         else:
             trace = gradient_noise_trace(net, loss_fn, x, y, batch_size, self.n_batches, torch.Generator().manual_seed(self.seed))
-        return {"sgd/noise_trace": trace, "sgd/temperature": lr / batch_size, "diag/sgd_noise_seconds": time.perf_counter() - start}
+        n_params = sum(p.numel() for _, p in trainable_parameters(net))
+        return {
+            "sgd/noise_trace": trace,
+            "sgd/temperature": lr / batch_size,
+            "sgd/fdt_temperature": fdt_temperature(trace, lr, n_params),
+            "diag/sgd_noise_seconds": time.perf_counter() - start,
+        }
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -65,6 +65,9 @@ CLAIMS = {
     "one_dimensional_he_init": "He-init ReLU net, GD, 1-D data off the origin: kinks never enter the data, fit = least-squares line",
     "manifold_sensitivity": "noise across the data subspace lowers the transversal sensitivity; depth only through the init",
     "gaussian_mixture_single_layer": "SGD interpolates with a large train/test gap",
+    "gaussian_mixture_three_clusters": "SGD interpolates with a large gap; noisier SGD (larger lr/B) ends with a higher test error",
+    "effective_temperature": "FDT temperature and replica distance both grow with lr / batch size",
+    "replicated_sgd": "flatness measures correlate with test accuracy (Entropy-/Replicated-SGD, SAM, SGD)",
     "feedback_alignment_ntk": "weight decay is needed for W2 to align with B (NTK parameterization)",
     "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
 }
