@@ -9,7 +9,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
-from datamodules.tensor import Split, TensorDataModule
+from datamodules.tensor import FreshBatches, Split, TensorDataModule
 from lightning_modules.checks import ConfigError, check_bool, check_choice, check_int, check_number, check_positive_int
 from lightning_modules.nets.mlp import Activation, TwoLayerMLP
 
@@ -28,14 +28,22 @@ class GaussianMixture(TensorDataModule):
     pairs ±μ_p sharing the label p mod 2: the XOR mixture that no linear classifier separates
     and two-layer nets learn (Refinetti et al., 2021). Classes are indices 0..num_classes-1.
 
+    With ``three_clusters=True`` (and ``n_clusters=3``, ``xor=False``) the means are 0, −μ and +μ for one
+    random unit vector μ: cluster 0 at the origin has class 0, the clusters ±μ share class 1, so
+    P(class 1) = 2/3. This is the non-convex three-cluster mixture of Mignacco et al. (2020): no linear
+    classifier separates it; a single neuron with the symmetric door output sign(|w·x| − √κ) can
+    (lightning_modules/nets/door.py).
+
     Args:
         dim: input dimension d.
         n_clusters: number of clusters (an even number ≥ 4 when ``xor``).
         cluster_std: σ, the per-coordinate standard deviation around each unit-norm mean.
         xor: antipodal pairs with alternating binary labels.
+        three_clusters: the clusters 0 (class 0) and ±μ (class 1); needs ``n_clusters=3`` and ``xor=False``.
 
     Raises:
-        ConfigError: on sizes that are no positive integers, ``cluster_std`` < 0, or an odd/too small ``n_clusters`` with ``xor``.
+        ConfigError: on sizes that are no positive integers, ``cluster_std`` < 0, an odd/too small ``n_clusters`` with ``xor``,
+            or ``three_clusters`` with ``xor`` or ``n_clusters`` ≠ 3.
     """
 
     classification = True
@@ -52,39 +60,48 @@ class GaussianMixture(TensorDataModule):
         seed: int = 0,
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
+        three_clusters: bool = False,
     ) -> None:
         super().__init__(
             n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
         )
         check_positive_int("dim", dim)
         check_bool("xor", xor)
+        check_bool("three_clusters", three_clusters)
+        if three_clusters and (xor or n_clusters != 3):
+            raise ConfigError(f"Expected `n_clusters=3` and `xor=False` with three_clusters but got {n_clusters!r}, {xor!r}")
         check_int("n_clusters", n_clusters, minimum=2)
         check_number("cluster_std", cluster_std, 0.0)
         if xor and (n_clusters < 4 or n_clusters % 2):
             raise ConfigError(f"Expected argument `n_clusters` to be an even number >= 4 with xor=True but got {n_clusters!r}")
         self.dim, self.n_clusters, self.cluster_std, self.xor = dim, n_clusters, cluster_std, xor
+        self.three_clusters = three_clusters
 
     @property
     def num_classes(self) -> int:
-        return 2 if self.xor else self.n_clusters
+        return 2 if self.xor or self.three_clusters else self.n_clusters
 
     @property
     def input_dim(self) -> int:
         return self.dim
 
     def cluster_means(self, generator: torch.Generator) -> torch.Tensor:
-        """(n_clusters, d) unit-norm means; with ``xor`` rows 2p and 2p+1 are ±μ_p."""
-        n_dirs = self.n_clusters // 2 if self.xor else self.n_clusters
+        """(n_clusters, d) unit-norm means; with ``xor`` rows 2p and 2p+1 are ±μ_p; with ``three_clusters`` the rows 0, −μ, +μ."""
+        n_dirs = 1 if self.three_clusters else self.n_clusters // 2 if self.xor else self.n_clusters
         dirs = torch.randn(self.dim, n_dirs, generator=generator)
         if n_dirs <= self.dim:
             dirs = torch.linalg.qr(dirs).Q
         dirs = (dirs / dirs.norm(dim=0)).T  # (n_dirs, d)
         if self.xor:
             return torch.stack([dirs, -dirs], dim=1).reshape(self.n_clusters, self.dim)
+        if self.three_clusters:
+            return torch.cat([torch.zeros_like(dirs), -dirs, dirs])  # (3, d)
         return dirs
 
     def cluster_labels(self) -> torch.Tensor:
         c = torch.arange(self.n_clusters)
+        if self.three_clusters:
+            return (c > 0).long()  # the origin class 0, ±μ class 1
         return (c // 2) % 2 if self.xor else c
 
     def build(self, generator: torch.Generator) -> tuple[Split, Split]:
@@ -249,15 +266,23 @@ class SparseParity(TensorDataModule):
     S is drawn from ``seed`` and exposed as ``support`` (sorted coordinate indices). The label
     is stored as the class index y = (χ_S + 1)/2 ∈ {0, 1}, so a one-output net is trained on
     t = 2y − 1 = χ_S (hinge, mse, logistic, cross_entropy; see losses.py). SGD on two-layer nets
-    learns it in about n^(k−1) steps after a long plateau (Barak et al., 2022, "Hidden progress
-    in deep learning: SGD learns parities near the computational limit").
+    learns it in n^O(k) steps after a long plateau (Barak et al., 2022, "Hidden progress in deep
+    learning: SGD learns parities near the computational limit"; configs/experiments/sparse_parity_scaling.yaml
+    measures the exponent).
+
+    With ``online=True`` training is online SGD, the setting of that paper: every step draws a fresh
+    minibatch (:class:`datamodules.tensor.FreshBatches`; batch i of epoch e from (seed, e, i), so a
+    resumed run is exact). An epoch is still ``n_train / batch_size`` steps, n_train fresh samples; the
+    stored train split of n_train samples then serves only the per-epoch ``train/*`` evaluation and the
+    callbacks' probes (one more sample of the distribution, never trained on).
 
     Args:
         n: input dimension (number of bits).
         k: size of the hidden set S, 1 ≤ k ≤ n.
+        online: a fresh minibatch every step instead of minibatches of the stored train split.
 
     Raises:
-        ConfigError: on sizes that are no positive integers or k outside [1, n].
+        ConfigError: on sizes that are no positive integers, k outside [1, n], or label noise with ``online``.
     """
 
     classification = True
@@ -273,15 +298,19 @@ class SparseParity(TensorDataModule):
         seed: int = 0,
         label_noise: float = 0.0,
         eval_batch_size: int = 8192,
+        online: bool = False,
     ) -> None:
         super().__init__(
             n_train=n_train, n_test=n_test, batch_size=batch_size, seed=seed, label_noise=label_noise, eval_batch_size=eval_batch_size
         )
         check_positive_int("n", n)
         check_positive_int("k", k)
+        check_bool("online", online)
         if k > n:
             raise ConfigError(f"Expected argument `k` to be <= n = {n} but got {k!r}")
-        self.n, self.k = n, k
+        if online and label_noise > 0:
+            raise ConfigError(f"Expected argument `label_noise` to be 0 with online=True (fresh batches are clean) but got {label_noise!r}")
+        self.n, self.k, self.online = n, k, online
         self.support = torch.randperm(n, generator=_generator(seed, 1))[:k].sort().values  # (k,)
 
     @property
@@ -292,12 +321,32 @@ class SparseParity(TensorDataModule):
         """χ_S(x) = Π_{i∈S} x_i ∈ {±1} for x (m, n) in {±1}^n."""
         return x[:, self.support].prod(dim=1)  # (m,)
 
-    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
-        def draw(m: int) -> Split:
-            x = 2.0 * torch.randint(0, 2, (m, self.n), generator=generator).float() - 1.0  # (m, n)
-            return Split(x, ((self.parity(x) + 1) / 2).long())
+    def sample(self, m: int, generator: torch.Generator) -> Split:
+        """m fresh samples: x uniform on {±1}^n (m, n), class index (χ_S(x) + 1)/2 (m,)."""
+        x = 2.0 * torch.randint(0, 2, (m, self.n), generator=generator).float() - 1.0  # (m, n)
+        return Split(x, ((self.parity(x) + 1) / 2).long())
 
-        return draw(self.n_train), draw(self.n_test)
+    def build(self, generator: torch.Generator) -> tuple[Split, Split]:
+        return self.sample(self.n_train, generator), self.sample(self.n_test, generator)
+
+    def train_dataloader(self):
+        """Minibatches of the stored train split (the base class), or with ``online`` fresh ones every step."""
+        if not self.online:
+            return super().train_dataloader()
+        trainer = self.trainer
+        progress = (lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed) if trainer is not None else None
+        rank = trainer.global_rank if trainer is not None else 0
+        return FreshBatches(self.sample, self.split_on_device("train"), self.batch_size, self.seed, rank, progress)
+
+    def batch_order(self, split: str = "train", seed: Optional[int] = None, epoch: int = 0) -> list[Optional[torch.Tensor]]:
+        """The base class's order of the stored split; none exists for ``online`` training batches.
+
+        Raises:
+            ConfigError: with ``online`` (e.g. the module's replicas, which replay another minibatch order).
+        """
+        if self.online and split == "train":
+            raise ConfigError("Expected `data.online` to be False for a minibatch order (model.replicas > 1) but got True")
+        return super().batch_order(split, seed, epoch)
 
 
 LINKS = ("relu", "tanh", "sign", "hermite_<k>")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -124,6 +125,47 @@ class TensorBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self._resume = (state["epoch"], state["batches_done"])
+
+
+class FreshBatches(TensorBatches):
+    """Online SGD: every training batch is a fresh sample ``draw(batch_size, generator)`` from the data
+    distribution, never a slice of a stored set.
+
+    An epoch is ``len(like) / batch_size`` steps (rounded up), as many samples as one pass over the
+    stored split ``like``, whose device and floating dtype the batches take. Batch i of epoch e is
+    drawn on the CPU from a generator seeded by (seed, e, i, rank) alone, so the stream is the same on
+    every device and a run resumed mid-epoch (the state of :class:`TensorBatches`) sees the batches of
+    an uninterrupted one; each DDP rank draws its own.
+    """
+
+    def __init__(
+        self,
+        draw: Callable[[int, torch.Generator], Split],
+        like: Split,
+        batch_size: Optional[int],
+        seed: int = 0,
+        rank: int = 0,
+        progress: Optional[Callable[[], int]] = None,
+    ) -> None:
+        super().__init__(like, batch_size, shuffle=False, seed=seed, progress=progress)
+        self.draw, self.rank = draw, rank
+        self.dtype = like.x.dtype if like.x.is_floating_point() else None
+
+    def generator(self, epoch: int, index: int) -> torch.Generator:
+        """The CPU generator of batch ``index`` of ``epoch`` (independent of every other batch and of the stored splits)."""
+        state = np.random.SeedSequence([self.sampler.seed % 2**64, 0x6F6E6C69, epoch, index, self.rank]).generate_state(1)
+        return torch.Generator().manual_seed(int(state[0]))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.sampler.epoch
+        skip = self._resume[1] if self._resume is not None and self._resume[0] == epoch else 0
+        self._resume, self.batches_done = None, 0
+        for i in range(len(self)):
+            self.batches_done = i + 1
+            if i < skip:
+                continue
+            batch = self.draw(self.sampler.batch_size, self.generator(epoch, i)).to(self.split.x.device, self.dtype)
+            yield batch.x, batch.y
 
 
 class TensorDataModule(pl.LightningDataModule):

@@ -162,7 +162,7 @@ def diagnostics() -> list[type]:
 def special_settings() -> dict[str, tuple]:
     """The diagnostics that measure only a particular net or data: (net, data, steps measured) for each; the
     others all run on the shared setting of the test below."""
-    from datamodules.synthetic import LinearGaussian
+    from datamodules.synthetic import LinearGaussian, SparseParity
     from lightning_modules.nets.random_features import LinearModel
 
     return {
@@ -170,10 +170,12 @@ def special_settings() -> dict[str, tuple]:
         "KernelRidgeBaseline": (TwoLayerMLP(4, 8, 1, "tanh", parameterization="ntk", dropout=0.25), None, [0]),
         # the exact excess risk of a linear model on data of known covariance
         "ExcessRisk": (LinearModel(6), LinearGaussian(dim=6, n_spikes=2, n_train=32, n_test=16, batch_size=8, seed=0), [0, 8, 12]),
+        # the first layer's weight on the hidden support of a sparse parity
+        "SupportWeight": (TwoLayerMLP(8, 8, 1, dropout=0.25), SparseParity(n=8, k=2, n_train=32, n_test=16, batch_size=8, seed=0), [0, 8, 12]),
     }
 
 
-@pytest.mark.parametrize("group", ["shared", "KernelRidgeBaseline", "ExcessRisk"])
+@pytest.mark.parametrize("group", ["shared", "KernelRidgeBaseline", "ExcessRisk", "SupportWeight"])
 def test_every_diagnostic_leaves_the_weights_and_the_rng_bit_identical(tmp_path, group):
     """Dropout makes every training step draw from the global RNG, so a diagnostic that consumed a random
     number, left a gradient, a mode or a weight changed, would change the trajectory (and the RNG state after
