@@ -28,6 +28,7 @@ from typing_extensions import override
 from callbacks.net_state import LossFn, probe_indices
 from datamodules.tensor import Split, precision_dtype
 from lightning_modules.checks import ConfigError, check_int, check_positive_int
+from lightning_modules.divergence import has_diverged
 from lightning_modules.publish import publish
 
 Moment = Literal["start", "epoch_end", "end"]
@@ -53,7 +54,7 @@ class Diagnostic(pl.Callback):
         """Whether to measure now, at ``moment`` of training (module docstring)."""
         if trainer.sanity_checking or trainer.global_step == self.last_step:
             return False
-        if getattr(trainer.lightning_module, "diverged_at_step", None) is not None:
+        if has_diverged(trainer.lightning_module):
             return False
         if moment == "start":
             return trainer.global_step == 0

@@ -25,6 +25,7 @@ from typing_extensions import override
 from callbacks.diagnostic import Diagnostic, module_net
 from callbacks.net_state import trainable_parameters
 from lightning_modules.checks import check_int
+from lightning_modules.divergence import has_diverged
 from lightning_modules.publish import publish
 
 
@@ -71,7 +72,7 @@ class Displacement(Diagnostic):
     @override
     def record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, moment: str) -> None:
         if self.reference is None:
-            diverged = getattr(pl_module, "diverged_at_step", None) is not None
+            diverged = has_diverged(pl_module)
             if self.at_reference(trainer, moment) and not trainer.sanity_checking and not diverged:
                 self.reference = {n: p.detach().to("cpu", copy=True) for n, p in trainable_parameters(module_net(pl_module))}
                 self.reference_step = self.last_step = trainer.global_step

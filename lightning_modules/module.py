@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from functools import partial
-from typing import Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -13,8 +13,17 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 from lightning_modules import losses
-from lightning_modules.checks import ConfigError, check_choice, check_int, check_number, check_positive_int
-from lightning_modules.ist import average_shared_gradients, check_ist_net, ist_loss
+from lightning_modules.checks import ConfigError, check_bool, check_choice, check_int, check_number, check_positive_int
+from lightning_modules.divergence import DEFERRABLE, DeviceFlag
+from lightning_modules.ist import (
+    average_shared_gradients,
+    check_ist_net,
+    check_local_steps,
+    ist_loss,
+    ist_masks,
+    local_round_loss,
+    step_generator,
+)
 from lightning_modules.learning_rules import RULES, apply_rule
 from lightning_modules.nets.ensemble import StackedEnsemble
 from lightning_modules.optimizers import OPTIMIZERS, build_optimizer
@@ -156,8 +165,14 @@ class SupervisedModule(pl.LightningModule):
         sam_rho: SAM's neighbourhood radius ρ.
         entropy_gamma, entropy_inner_steps, entropy_inner_lr, entropy_noise: Entropy-SGD's coupling γ,
             Langevin steps L, inner step size and noise (choose lr near 1/γ).
-        ist_parts: K, the number of disjoint subnetworks per step with ``rule: ist`` (see ist.py); at
-            most the net's width and every batch size.
+        ist_parts: p, the number of surrogate subnetworks per round with ``rule: ist`` (see ist.py); with
+            ``ist_keep_prob`` null, disjoint groups of units, each on its own chunk of the batch (at most
+            the net's width and every batch size).
+        ist_keep_prob: ξ, each surrogate keeps each hidden unit with probability ξ, independently (every
+            surrogate sees the whole batch; Liao & Kyrillidis 2022); null: the disjoint groups (ξ = 1/p).
+        ist_local_steps: τ, gradient steps of size ``lr`` each surrogate takes before the merge; one
+            optimizer step is one round. τ > 1 needs plain SGD (no momentum, weight decay, ``layer_lr``
+            or schedule).
         replicas: R copies of the net from the same initialization, trained in lockstep; replica 0
             sees the DataModule's minibatch order, replica r its own order from ``replica_seeds``.
             Each replica takes exactly the steps a single run on its order would take: the same rule
@@ -178,6 +193,19 @@ class SupervisedModule(pl.LightningModule):
             ensemble stops when any member's loss is not finite. Rules backprop and fa, optimizers sgd and
             adam (elementwise steps); refused: ``layer_lr``, SAM, Entropy-SGD, replicas, other rules, nets
             with dropout or batch norm, gradient clipping and the diagnostics callbacks (they act on one net).
+        divergence_check_every_n_steps: how often the host looks for a non-finite loss. 1 reads the loss
+            every step (a host sync; free on a CPU). k > 1 keeps the check on the device (see
+            divergence.py): a non-finite loss at step t freezes the weights there at once (fused SGD/Adam
+            skip that update and every later one), and the host reads the flag every k steps, at each
+            epoch's last step and before a diagnostic or checkpoint looks at the weights; the run then
+            stops as with 1 (``diverged_at_step`` = t, the last finite weights kept) after at most k − 1
+            wasted steps. null (the default): 1 on a CPU, 16 on an accelerator. SAM, Entropy-SGD and
+            ``16-mixed`` precision always use 1.
+        log_batch_loss: also log ``train/batch_loss`` every step: the loss of the step's batch at the
+            weights before the update (the net's own, replicas and penalties aside; the members' mean for
+            an ensemble; under ``ist`` the sum of the subnetworks' losses, as trained). With full batches it is the whole training loss in train mode, so
+            ``--trainer.check_val_every_n_epoch k`` can space out the whole-set evaluations while the
+            training loss stays logged every step.
 
     Raises:
         ConfigError: on an unknown choice, a negative rate, a size that is no positive integer, or (at
@@ -203,10 +231,14 @@ class SupervisedModule(pl.LightningModule):
         entropy_inner_lr: float = 0.1,
         entropy_noise: float = 1e-4,
         ist_parts: int = 2,
+        ist_keep_prob: Optional[float] = None,
+        ist_local_steps: int = 1,
         replicas: int = 1,
         replica_seeds: Optional[list[int]] = None,
         replica_coupling: float = 0.0,
         ensemble: int = 1,
+        divergence_check_every_n_steps: Optional[int] = None,
+        log_batch_loss: bool = False,
     ) -> None:
         super().__init__()
         check_choice("rule", rule, (*RULES, "ist"))
@@ -224,6 +256,9 @@ class SupervisedModule(pl.LightningModule):
             )
         check_int("seed", seed, allow_none=True)
         check_positive_int("ensemble", ensemble)
+        if divergence_check_every_n_steps is not None:
+            check_positive_int("divergence_check_every_n_steps", divergence_check_every_n_steps)
+        check_bool("log_batch_loss", log_batch_loss)
         if ensemble > 1:
             check_ensemble(net, ensemble, rule, optimizer, layer_lr, replicas, seed)
         if replica_seeds is not None:
@@ -237,7 +272,8 @@ class SupervisedModule(pl.LightningModule):
         if seed is not None:
             reset_parameters(net, seed)
         if rule == "ist":
-            check_ist_net(net, ist_parts)
+            check_ist_net(net, ist_parts, ist_keep_prob)
+            check_local_steps(ist_local_steps, optimizer, momentum, weight_decay, layer_lr, lr_schedule)
         copies = [copy.deepcopy(net) for _ in range(replicas - 1)]  # same initialization
         swap = "backprop" if rule == "ist" else rule
         if ensemble > 1:
@@ -255,8 +291,16 @@ class SupervisedModule(pl.LightningModule):
             {f"{split}_{what}": MemberMean(ensemble) for split in ("train", "test") for what in ("loss", "acc") if ensemble > 1}
         )
         self.diverged_at_step: Optional[int] = None
+        self.device_flag: Optional[DeviceFlag] = None  # the on-device divergence check, when it is deferred
+        self._batch_loss_step: Optional[int] = None
         self.last_eval_step: Optional[int] = None  # global step of the latest whole-set evaluation
         self._replica_orders: dict[tuple[int, int], list] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_current_fx_name":  # Lightning sets it around every hook call, ~45 times a step: a plain attribute
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -274,18 +318,28 @@ class SupervisedModule(pl.LightningModule):
                     f"Expected `trainer.gradient_clip_val` to be null with `ensemble` = {self.hparams.ensemble} "
                     f"(the norm would couple the members) but got {self.trainer.gradient_clip_val!r}"
                 )
+            if self.hparams.rule == "ist" and self.hparams.ist_local_steps > 1 and self.trainer.gradient_clip_val:
+                raise ConfigError(
+                    f"Expected `trainer.gradient_clip_val` to be null with `ist_local_steps` = {self.hparams.ist_local_steps} "
+                    f"(one SGD step must land on the merged weights) but got {self.trainer.gradient_clip_val!r}"
+                )
 
     def check_trainer(self, accumulate_grad_batches: int, precision: str) -> None:
         """Trainer settings the optimizer cannot follow; the CLI calls this (with the precision asked for)
         before any log is written.
 
         Raises:
-            ConfigError: SAM or Entropy-SGD, which re-evaluate the loss on the step's batch, with
-                ``accumulate_grad_batches`` > 1, or with 16-bit mixed precision, whose GradScaler steps without
+            ConfigError: IST rounds (``ist_local_steps`` > 1), SAM or Entropy-SGD, which re-evaluate the loss
+                on the step's batch, with ``accumulate_grad_batches`` > 1; or with 16-bit mixed precision, whose GradScaler steps without
                 the closure they need (bf16 works; on a CPU Lightning runs ``16-mixed`` as bf16, but the same
                 config would fail on a GPU).
         """
         optimizer = self.hparams.optimizer
+        if self.hparams.rule == "ist" and self.hparams.ist_local_steps > 1 and accumulate_grad_batches != 1:
+            raise ConfigError(
+                f"Expected `trainer.accumulate_grad_batches` to be 1 with `ist_local_steps` = {self.hparams.ist_local_steps} "
+                f"(each step is a whole round of local steps and its merge) but got {accumulate_grad_batches!r}"
+            )
         if optimizer not in ("sam", "entropy_sgd"):
             return
         if accumulate_grad_batches != 1:
@@ -304,7 +358,8 @@ class SupervisedModule(pl.LightningModule):
 
         Raises:
             ConfigError: a non-MSE loss on regression data; replicas without a seeded batch order;
-                IST on a batch smaller than ``ist_parts`` (the full batch, a minibatch or the last one).
+                IST with disjoint groups on a batch smaller than ``ist_parts`` (the full batch, a minibatch
+                or the last one).
         """
         hp = self.hparams
         if data is not None and not getattr(data, "classification", True) and hp.loss != "mse":
@@ -319,7 +374,7 @@ class SupervisedModule(pl.LightningModule):
             )
         train = getattr(data, "train", None)  # the prepared split, when there is one (image sets may say n_train = null)
         n_train, batch_size = len(train.x) if train is not None else getattr(data, "n_train", None), getattr(data, "batch_size", 0)
-        if hp.rule == "ist" and isinstance(n_train, int):
+        if hp.rule == "ist" and hp.ist_keep_prob is None and isinstance(n_train, int):  # disjoint chunks
             sizes = [n_train] if not batch_size or batch_size >= n_train else [batch_size, n_train % batch_size or batch_size]
             if min(sizes) < hp.ist_parts:
                 raise ConfigError(
@@ -330,31 +385,57 @@ class SupervisedModule(pl.LightningModule):
     # ---- training ----------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.replica_loss(self.net, *batch)
+        if self.hparams.log_batch_loss and self._batch_loss_step != self.global_step:  # once a step (SAM re-runs it)
+            self._batch_loss_step = self.global_step
+            publish(self.trainer, {"train/batch_loss": loss.detach() / self.hparams.ensemble})
         for r, replica in enumerate(self.replica_nets, start=1):
             loss = loss + self.replica_loss(replica, *self.replica_batch(r, batch_idx))  # disjoint parameters: own gradients
         if self.hparams.replica_coupling > 0:  # Replicated SGD: each replica pulled toward the replicas' centre
             loss = loss + 0.5 * self.hparams.replica_coupling * replica_spread([self.net, *self.replica_nets])
-        if not torch.isfinite(loss):  # diverged: stop now, skip this update, keep the last finite state
+        if self.device_flag is not None:  # on the device: a non-finite loss freezes the weights, the host looks later
+            self.device_flag.update(loss, self.global_step)
+        elif not math.isfinite(loss.item()):  # diverged: stop now, skip this update, keep the last finite state
             self.diverged_at_step = self.global_step
             self.trainer.should_stop = True
             return None
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        every = self.hparams.divergence_check_every_n_steps or 16
+        if self.device_flag is not None and (self.global_step % every == 0 or batch_idx + 1 == self.trainer.num_training_batches):
+            self.check_divergence()
+
+    def check_divergence(self) -> bool:
+        """Whether the run has met a non-finite loss. Reads the on-device flag when the check is deferred
+        (a host sync) and then stops the run at its first non-finite step, as the per-step check does."""
+        if self.diverged_at_step is None and self.device_flag is not None:
+            step = self.device_flag.first_nonfinite_step()
+            if step is not None:
+                self.diverged_at_step = step
+                self.trainer.should_stop = True
+        return self.diverged_at_step is not None
+
     def replica_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The training loss of one replica on its batch, by the module's rule. Under ``ist`` the unit
-        partition comes from (seed, step) alone, so every replica draws the same one."""
+        """The training loss of one replica on its batch, by the module's rule. Under ``ist`` the round's
+        masks come from (seed, step) alone, so every replica draws the same ones."""
         hp = self.hparams
         if hp.ensemble > 1:  # Σ_k L_k: member k's own gradient in its slice
             return per_member(partial(losses.per_sample_loss, hp.loss), net(x), y).mean(1).sum()
         if hp.rule != "ist":
             return self.loss_fn(net(x), y)
-        step_seed = (0 if hp.seed is None else hp.seed) * 1_000_003 + self.global_step  # resumes exactly
-        return ist_loss(net, self.loss_fn, x, y, hp.ist_parts, torch.Generator().manual_seed(step_seed))
+        generator = step_generator(hp.seed, self.global_step)  # resumes exactly
+        if hp.ist_local_steps > 1:  # a whole round: its gradient steps SGD onto the merged weights
+            return local_round_loss(net, self.loss_fn, x, y, hp.ist_parts, generator, hp.lr, hp.ist_local_steps, hp.ist_keep_prob)
+        return ist_loss(net, self.loss_fn, x, y, hp.ist_parts, generator, hp.ist_keep_prob)
 
     def on_after_backward(self) -> None:
-        if self.hparams.rule == "ist":
+        hp = self.hparams
+        if hp.rule == "ist" and hp.ist_local_steps == 1:  # the merge of one local step (τ > 1 merged already)
+            counts = None
+            if hp.ist_keep_prob is not None:  # overlapping masks: unit r's gradient over its N_r holders
+                counts = ist_masks(self.net.width, hp.ist_parts, step_generator(hp.seed, self.global_step), hp.ist_keep_prob).sum(0)
             for net in (self.net, *self.replica_nets):
-                average_shared_gradients(net, self.hparams.ist_parts)
+                average_shared_gradients(net, hp.ist_parts, counts)
 
     def replica_batch(self, r: int, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Replica r's minibatch number ``batch_idx`` of this epoch, from its own seeded order (the
@@ -371,7 +452,7 @@ class SupervisedModule(pl.LightningModule):
             return split.x, split.y
         return split.x[idx], split.y[idx]
 
-    def configure_optimizers_now(self) -> torch.optim.Optimizer:
+    def configure_optimizers_now(self, fused: bool = False) -> torch.optim.Optimizer:
         """The optimizer over the net and its replicas (``layer_lr`` applies to every copy). Replica r's
         groups carry ``block = r``, so SAM normalizes its ascent step per replica."""
         hp = self.hparams
@@ -387,11 +468,20 @@ class SupervisedModule(pl.LightningModule):
                 "noise": hp.entropy_noise,
             },
         }.get(hp.optimizer, {})
-        return build_optimizer(hp.optimizer, groups, hp.lr, hp.momentum, hp.weight_decay, **hyper)
+        return build_optimizer(hp.optimizer, groups, hp.lr, hp.momentum, hp.weight_decay, fused=fused, **hyper)
+
+    def deferred_check(self) -> bool:
+        """Whether to look for a non-finite loss on the device (see ``divergence_check_every_n_steps``)."""
+        hp, every = self.hparams, self.hparams.divergence_check_every_n_steps
+        if hp.optimizer not in DEFERRABLE or str(getattr(self._trainer, "precision", "32-true")) in ("16", "16-mixed"):
+            return False
+        return every > 1 if every is not None else self.device.type != "cpu"
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = self.configure_optimizers_now()
+        deferred = self.deferred_check()
+        opt = self.configure_optimizers_now(fused=deferred)
+        self.device_flag = DeviceFlag(opt, self.device) if deferred else None
         if hp.lr_schedule == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))

@@ -271,13 +271,13 @@ class EntropySGD(torch.optim.Optimizer):
         return loss
 
 
-def _plain(name: str, groups: Iterable, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+def _plain(name: str, groups: Iterable, lr: float, momentum: float, weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
     check_number("lr", lr, 0.0)
     check_number("momentum", momentum, 0.0, 1.0, strict_maximum=True)
     check_number("weight_decay", weight_decay, 0.0)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused or None)
+    return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 _HYPER = {
@@ -289,12 +289,19 @@ _HYPER = {
 
 
 def build_optimizer(
-    name: OptimizerName, param_groups: Iterable, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, **hyper: object
+    name: OptimizerName,
+    param_groups: Iterable,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    fused: bool = False,
+    **hyper: object,
 ) -> torch.optim.Optimizer:
     """The optimizer ``name`` over ``param_groups`` (a list of dicts with ``params`` and ``lr``, or parameters).
 
     ``sgd``: torch SGD (heavy-ball momentum, coupled weight decay). ``adam``: torch Adam (β1 = 0.9,
-    ``momentum`` ignored). ``sam``: :class:`SAM` over SGD, ``hyper`` from rho, adaptive, base_optimizer.
+    ``momentum`` ignored); ``fused`` picks torch's fused kernels for these two (they honour
+    ``found_inf``, see divergence.py). ``sam``: :class:`SAM` over SGD, ``hyper`` from rho, adaptive, base_optimizer.
     ``entropy_sgd``: :class:`EntropySGD`, ``hyper`` from gamma, inner_steps, inner_lr, noise, alpha.
 
     >>> build_optimizer("sam", [torch.zeros(2, requires_grad=True)], lr=0.1, rho=0.1).rho
@@ -309,7 +316,7 @@ def build_optimizer(
             allowed = ", ".join(_HYPER[name]) or "none"
             raise ConfigError(f"Expected the hyperparameters of optimizer {name!r} to be among ({allowed}) but got {key!r}")
     if name in ("sgd", "adam"):
-        return _plain(name, param_groups, lr, momentum, weight_decay)
+        return _plain(name, param_groups, lr, momentum, weight_decay, fused)
     if name == "sam":
         return SAM(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **hyper)
     return EntropySGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **hyper)

@@ -20,11 +20,8 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from lightning_modules.divergence import has_diverged
 from overparam.paths import version_folders
-
-
-def diverged(pl_module: pl.LightningModule) -> bool:
-    return getattr(pl_module, "diverged_at_step", None) is not None
 
 
 class LastCheckpoint(pl.Callback):
@@ -66,7 +63,7 @@ class LastCheckpoint(pl.Callback):
             self.save(trainer, pl_module)
 
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if diverged(pl_module) or self.path is None:
+        if has_diverged(pl_module) or self.path is None:
             return
         tmp = self.path.with_suffix(".ckpt.tmp")
         trainer.save_checkpoint(str(tmp))

@@ -69,6 +69,7 @@ CLAIMS = {
     "effective_temperature": "FDT temperature and replica distance both grow with lr / batch size",
     "replicated_sgd": "flatness measures correlate with test accuracy (Entropy-/Replicated-SGD, SAM, SGD)",
     "sparse_parity_scaling": "online SGD learns (n, k)-parity in n^O(k) steps; progress is hidden under the loss plateau",
+    "ist_local_steps": "loss falls geometrically to a plateau that falls with surrogates p and rises with local steps tau",
     "feedback_alignment_ntk": "weight decay is needed for W2 to align with B (NTK parameterization)",
     "sgd_diffusion": "after the loss plateaus, SGD keeps moving: ||theta_t - theta_t0||^2 ~ (t - t0)^c",
 }

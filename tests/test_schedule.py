@@ -171,7 +171,11 @@ def special_settings() -> dict[str, tuple]:
         # the exact excess risk of a linear model on data of known covariance
         "ExcessRisk": (LinearModel(6), LinearGaussian(dim=6, n_spikes=2, n_train=32, n_test=16, batch_size=8, seed=0), [0, 8, 12]),
         # the first layer's weight on the hidden support of a sparse parity
-        "SupportWeight": (TwoLayerMLP(8, 8, 1, dropout=0.25), SparseParity(n=8, k=2, n_train=32, n_test=16, batch_size=8, seed=0), [0, 8, 12]),
+        "SupportWeight": (
+            TwoLayerMLP(8, 8, 1, dropout=0.25),
+            SparseParity(n=8, k=2, n_train=32, n_test=16, batch_size=8, seed=0),
+            [0, 8, 12],
+        ),
     }
 
 
