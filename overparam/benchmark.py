@@ -447,6 +447,7 @@ def ensemble_rows(quick: bool, device: torch.device) -> list[dict]:
             enable_checkpointing=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
+            profiler=NullProfiler(),  # as scripts/train.py runs it
         )
         sync(device)
         start = time.perf_counter()
