@@ -199,7 +199,7 @@ class SupervisedModule(pl.LightningModule):
             skip that update and every later one), and the host reads the flag every k steps, at each
             epoch's last step and before a diagnostic or checkpoint looks at the weights; the run then
             stops as with 1 (``diverged_at_step`` = t, the last finite weights kept) after at most k − 1
-            wasted steps. null (the default): 1 on a CPU, 16 on an accelerator. SAM, Entropy-SGD and
+            wasted steps. null (the default): 16 on a CUDA GPU, else 1. SAM, Entropy-SGD and
             ``16-mixed`` precision always use 1.
         log_batch_loss: also log ``train/batch_loss`` every step: the loss of the step's batch at the
             weights before the update (the net's own, replicas and penalties aside; the members' mean for
@@ -475,7 +475,7 @@ class SupervisedModule(pl.LightningModule):
         hp, every = self.hparams, self.hparams.divergence_check_every_n_steps
         if hp.optimizer not in DEFERRABLE or str(getattr(self._trainer, "precision", "32-true")) in ("16", "16-mixed"):
             return False
-        return every > 1 if every is not None else self.device.type != "cpu"
+        return every > 1 if every is not None else self.device.type == "cuda"  # fused SGD and Adam there for certain
 
     def configure_optimizers(self):
         hp = self.hparams
