@@ -104,3 +104,24 @@ def test_batch_loss_is_the_whole_training_loss_under_full_batch_gd_with_sparse_e
     for step in shared:
         assert batch[step] == pytest.approx(whole[step], rel=1e-5)
     assert batch[11] < batch[0]
+
+
+def test_deferred_check_resumes_bit_identical(tmp_path):
+    """The deferred path (fused SGD, device flag) through a checkpoint: 2 + 2 epochs equal 4 epochs bit for bit."""
+
+    def model_and_data():
+        data = GaussianMixture(dim=8, n_train=96, n_test=32, batch_size=16, seed=0)
+        net = TwoLayerMLP(8, 32, data.output_dim, parameterization="ntk")
+        return SupervisedModule(net, lr=0.5, momentum=0.9, seed=0, divergence_check_every_n_steps=4), data
+
+    full, data = model_and_data()
+    quiet_trainer(max_epochs=4, limit_val_batches=0).fit(full, datamodule=data)
+    first, data = model_and_data()
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=0)
+    trainer.fit(first, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "half.ckpt")
+    resumed, data = model_and_data()
+    quiet_trainer(max_epochs=4, limit_val_batches=0).fit(resumed, datamodule=data, ckpt_path=tmp_path / "half.ckpt")
+    assert resumed.device_flag is not None and resumed.diverged_at_step is None
+    for (name, p), q in zip(full.net.named_parameters(), resumed.net.parameters()):
+        assert torch.equal(p, q), name
