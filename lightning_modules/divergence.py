@@ -23,12 +23,16 @@ import torch
 
 #: Optimizers whose fused kernels skip an update on ``found_inf`` (SAM and Entropy-SGD check each step).
 DEFERRABLE = ("sgd", "adam")
+#: Steps between the host's reads of the flag on a CUDA GPU, unless a run names its own.
+DEFAULT_EVERY = 16
 
 
 class DeviceFlag:
-    """The first non-finite step, kept on ``device`` and wired into ``optimizer.found_inf`` (a fused SGD/Adam)."""
+    """The first non-finite step, kept on ``device`` and wired into ``optimizer.found_inf`` (a fused SGD/Adam);
+    the host reads it every ``every`` steps."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, every: int = DEFAULT_EVERY) -> None:
+        self.every = every
         self.first = torch.full((), -1, dtype=torch.long, device=device)
         self.found_inf = torch.zeros((), dtype=torch.float32, device=device)
         optimizer.found_inf = self.found_inf  # read by the fused step after the closure has run

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, Metric
 
 from lightning_modules import losses
 from lightning_modules.checks import ConfigError, check_bool, check_choice, check_int, check_number, check_positive_int
-from lightning_modules.divergence import DEFERRABLE, DeviceFlag
+from lightning_modules.divergence import DEFAULT_EVERY, DEFERRABLE, DeviceFlag
 from lightning_modules.ist import (
     average_shared_gradients,
     check_ist_net,
@@ -203,8 +203,8 @@ class SupervisedModule(pl.LightningModule):
             ``16-mixed`` precision always use 1.
         log_batch_loss: also log ``train/batch_loss`` every step: the loss of the step's batch at the
             weights before the update (the net's own, replicas and penalties aside; the members' mean for
-            an ensemble; under ``ist`` the sum of the subnetworks' losses, as trained). With full batches it is the whole training loss in train mode, so
-            ``--trainer.check_val_every_n_epoch k`` can space out the whole-set evaluations while the
+            an ensemble; under ``ist`` the sum of the subnetworks' losses, as trained). With full batches
+            it is the whole training loss in train mode, so ``--trainer.check_val_every_n_epoch k`` can space out the whole-set evaluations while the
             training loss stays logged every step.
 
     Raises:
@@ -401,8 +401,8 @@ class SupervisedModule(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        every = self.hparams.divergence_check_every_n_steps or 16
-        if self.device_flag is not None and (self.global_step % every == 0 or batch_idx + 1 == self.trainer.num_training_batches):
+        flag = self.device_flag
+        if flag is not None and (self.global_step % flag.every == 0 or batch_idx + 1 == self.trainer.num_training_batches):
             self.check_divergence()
 
     def check_divergence(self) -> bool:
@@ -470,18 +470,21 @@ class SupervisedModule(pl.LightningModule):
         }.get(hp.optimizer, {})
         return build_optimizer(hp.optimizer, groups, hp.lr, hp.momentum, hp.weight_decay, fused=fused, **hyper)
 
-    def deferred_check(self) -> bool:
-        """Whether to look for a non-finite loss on the device (see ``divergence_check_every_n_steps``)."""
+    def divergence_check_interval(self) -> int:
+        """Steps between the host's looks for a non-finite loss (``divergence_check_every_n_steps`` resolved):
+        1 reads the loss every step; k > 1 keeps the check on the device."""
         hp, every = self.hparams, self.hparams.divergence_check_every_n_steps
         if hp.optimizer not in DEFERRABLE or str(getattr(self._trainer, "precision", "32-true")) in ("16", "16-mixed"):
-            return False
-        return every > 1 if every is not None else self.device.type == "cuda"  # fused SGD and Adam there for certain
+            return 1
+        if every is not None:
+            return every
+        return DEFAULT_EVERY if self.device.type == "cuda" else 1  # fused SGD and Adam there for certain
 
     def configure_optimizers(self):
         hp = self.hparams
-        deferred = self.deferred_check()
-        opt = self.configure_optimizers_now(fused=deferred)
-        self.device_flag = DeviceFlag(opt, self.device) if deferred else None
+        every = self.divergence_check_interval()
+        opt = self.configure_optimizers_now(fused=every > 1)
+        self.device_flag = DeviceFlag(opt, self.device, every) if every > 1 else None
         if hp.lr_schedule == "constant":
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
