@@ -26,6 +26,7 @@ from datamodules.synthetic import GaussianMixture
 from lightning_modules import losses
 from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
+from overparam.lean_step import use_lean_step
 from overparam.profiler import NullProfiler
 from overparam.summary import SummaryLogger
 
@@ -88,6 +89,7 @@ def lightning_seconds_per_step(dim, width, n, batch_size, epochs, warmup, evalua
             log_every_n_steps=50,
             profiler=NullProfiler(),  # as scripts/train.py runs it
         )
+        use_lean_step(trainer)
         trainer.fit(model, datamodule=data)
     return timer.seconds / timer.steps
 
@@ -449,6 +451,7 @@ def ensemble_rows(quick: bool, device: torch.device) -> list[dict]:
             num_sanity_val_steps=0,
             profiler=NullProfiler(),  # as scripts/train.py runs it
         )
+        use_lean_step(trainer)
         sync(device)
         start = time.perf_counter()
         trainer.fit(model, datamodule=data)

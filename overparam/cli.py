@@ -37,6 +37,7 @@ from lightning_modules.checks import ConfigError
 from lightning_modules.module import SupervisedModule
 from overparam.checkpoint import CtrlCAsSigterm, LastCheckpoint, RunRecord, find_last_checkpoint, stored_config_hash
 from overparam.errors import condense_error
+from overparam.lean_step import use_lean_step
 from overparam.paths import BASE_CONFIG, CONFIGS, DEFAULT_CONFIG
 from overparam.profiler import NullProfiler
 from overparam.status import EXIT_BAD_CONFIG, EXIT_DIVERGED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, FINISHED, run_status
@@ -261,7 +262,7 @@ class OverparamCLI(LightningCLI):
         if cfg.get("profiler") is None:
             kwargs["profiler"] = NullProfiler()
         try:
-            return super().instantiate_trainer(**kwargs)
+            return use_lean_step(super().instantiate_trainer(**kwargs))
         except MisconfigurationException as err:  # e.g. an accelerator this machine does not have
             settings = ", ".join(
                 f"{k}={cfg.get(k)!r}" for k in ("accelerator", "devices", "strategy", "precision") if cfg.get(k) is not None
