@@ -161,6 +161,19 @@ def paired(repeats: int, ours: Callable[[], float], reference: Callable[[], floa
 
 
 def training_loop_rows(quick: bool, device: torch.device) -> list[dict]:
+    """Our loop against a plain one doing the same updates. On a CPU both run on one thread: the
+    difference is the loop's own (single-threaded) work, and two threads on two busy cores add
+    contention noise to the shared compute larger than that difference."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return training_loop_rows_now(quick, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def training_loop_rows_now(quick: bool, device: torch.device) -> list[dict]:
     rows = []
     repeats = 3 if quick else 5
     # Full batch on the benchmark problem (d=64, width 1024, n=2048): one GD step per epoch.

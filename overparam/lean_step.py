@@ -18,7 +18,8 @@ Lightning does it: zero-grad, no backward, the optimizer steps over ``None`` gra
 
 It applies to a run that uses nothing in between: one device without a distributed group, the
 plain 32-bit precision plugin, automatic optimization with one optimizer, no gradient
-accumulation, no override of ``optimizer_step``, and the default profiler (``--trainer.profiler
+accumulation, a module that overrides neither ``optimizer_step`` nor ``on_train_batch_start`` (whose
+-1 ends the epoch, handled differently across Lightning 2.4–2.6), and the default profiler (``--trainer.profiler
 simple`` or any profiler keeps the standard loop, so that its report names every hook). Anything
 else, the first step after a restart, and a step without backward (``StochasticWeightAveraging``'s
 last epoch) take Lightning's own ``advance``; the test suite runs
@@ -71,6 +72,7 @@ def lean_step_applies(trainer: pl.Trainer) -> bool:
         and len(trainer.optimizers) == 1
         and trainer.accumulate_grad_batches == 1
         and not overrides(module, "optimizer_step", pl.LightningModule)
+        and not overrides(module, "on_train_batch_start", pl.LightningModule)  # may return -1: the rest of the epoch skipped
     )
 
 
@@ -80,7 +82,7 @@ class StepHooks:
 
     def __init__(self, trainer: pl.Trainer) -> None:
         module = trainer.lightning_module
-        self.trainer, self.module = trainer, module
+        self.trainer, self.module, self.key = trainer, module, self.key_of(trainer)
         self.callbacks = {name: [getattr(cb, name) for cb in trainer.callbacks if overrides(cb, name, pl.Callback)] for name in STEP_HOOKS}
         self.module_hooks = {name: getattr(module, name) for name in STEP_HOOKS if overrides(module, name, pl.LightningModule)}
         self.takes_batch_idx = is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
@@ -90,6 +92,11 @@ class StepHooks:
             for name in TRANSFER_HOOKS
         )
         self.clips = bool(trainer.gradient_clip_val) or overrides(module, "configure_gradient_clipping", pl.LightningModule)
+
+    @staticmethod
+    def key_of(trainer: pl.Trainer) -> tuple:
+        """What the resolved hooks depend on: the module, the data module, the callbacks, the clipping value."""
+        return (trainer.lightning_module, trainer.datamodule, trainer.gradient_clip_val, *trainer.callbacks)
 
     def run(self, name: str, *args: Any) -> Any:
         """Callbacks' ``name`` hooks, then the module's; returns the module's output (as ``trainer.call`` does)."""
@@ -135,7 +142,19 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
 
     def on_run_start(self, data_fetcher: _DataFetcher) -> None:
         super().on_run_start(data_fetcher)
-        self._hooks = StepHooks(self.trainer) if lean_step_applies(self.trainer) else None  # once an epoch
+        trainer = self.trainer
+        if not lean_step_applies(trainer):
+            self._hooks = None
+        elif self._hooks is None or self._hooks.key != StepHooks.key_of(trainer):  # resolved again only when changed
+            self._hooks = StepHooks(trainer)
+
+    def _on_before_fetch(self) -> None:  # the profiler's start and stop name the loop; they are no-ops here
+        if self._hooks is None:
+            super()._on_before_fetch()
+
+    def _on_after_fetch(self) -> None:
+        if self._hooks is None:
+            super()._on_after_fetch()
 
     def advance(self, data_fetcher: _DataFetcher) -> None:
         hooks = self._hooks
@@ -157,27 +176,25 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
         self.batch_progress.increment_ready()
         trainer._logger_connector.on_batch_start(batch)
 
-        batch_output, should_skip_rest_of_epoch = None, False
+        batch_output = None
         if batch is None:
             self._warning_cache.warn("train_dataloader yielded None. If this was on purpose, ignore this warning...")
         else:
-            response = hooks.run("on_train_batch_start", batch, batch_idx)
-            should_skip_rest_of_epoch = response == -1
-            if should_skip_rest_of_epoch:
-                self.batch_progress.increment_by(0, is_last_batch=True)
-            else:
-                self.batch_progress.increment_started()
-                batch_output = self.optimize(hooks, batch, batch_idx)
+            hooks.run("on_train_batch_start", batch, batch_idx)  # the callbacks' (the module's could end the epoch)
+            self.batch_progress.increment_started()
+            batch_output = self.optimize(hooks, batch, batch_idx)
 
         self.batch_progress.increment_processed()
-        self.update_lr_schedulers("step", update_plateau_schedulers=False)
-        if self._num_ready_batches_reached():
-            self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
-        if should_skip_rest_of_epoch:
-            raise StopIteration
+        if trainer.lr_scheduler_configs:  # (Lightning's update returns at once without any)
+            self.update_lr_schedulers("step", update_plateau_schedulers=False)
+            if self._num_ready_batches_reached():
+                self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
 
         hooks.run("on_train_batch_end", batch_output, batch, batch_idx)
-        trainer._logger_connector.on_batch_end()
+        if self._results:  # something was logged with ``self.log``: merge this step's values
+            trainer._logger_connector.on_batch_end()
+        else:  # what ``on_batch_end`` does with nothing to merge
+            self._results.batch = self._results.batch_size = None
         self.batch_progress.increment_completed()
         trainer._logger_connector.update_train_step_metrics()
 

@@ -121,7 +121,7 @@ def test_gradient_accumulation_keeps_lightnings_loop():
 
 class DictOutputModule(pl.LightningModule):
     """A plain LightningModule: a dict from ``training_step`` with an extra key, ``self.log`` on step and
-    epoch, a skipped rest of epoch (``on_train_batch_start`` returning -1) and hooks of its own."""
+    epoch, and hooks of its own."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -134,9 +134,6 @@ class DictOutputModule(pl.LightningModule):
         self.log("loss", loss, on_step=True, on_epoch=True)
         return {"loss": loss, "first": x[0, 0].detach()}
 
-    def on_train_batch_start(self, batch, batch_idx):
-        return -1 if (self.current_epoch, batch_idx) == (1, 2) else None
-
     def on_before_zero_grad(self, optimizer) -> None:
         self.zero_grads += 1
 
@@ -147,17 +144,35 @@ class DictOutputModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.5)
 
 
-def test_lean_step_for_a_plain_module_with_a_dataloader_of_lists():
+class SkippingModule(DictOutputModule):
+    """Ends epoch 1 at its batch 2 (``on_train_batch_start`` returning -1)."""
+
+    def on_train_batch_start(self, batch, batch_idx):
+        return -1 if (self.current_epoch, batch_idx) == (1, 2) else None
+
+
+def list_batches(module_class):
     def make():
         g = torch.Generator().manual_seed(0)
         x = torch.randn(40, 4, generator=g)
         y = x.sum(1, keepdim=True)
         loader = DataLoader([[a, b] for a, b in zip(x, y)], batch_size=8, shuffle=False)  # batches are lists
-        return DictOutputModule(), loader
+        return module_class(), loader
 
+    return make
+
+
+def test_a_module_that_can_end_the_epoch_keeps_lightnings_loop():
+    assert_same_training(list_batches(SkippingModule), lean_expected=False)
+    model, trainer, _ = fit(list_batches(SkippingModule), lean=True)
+    assert model.zero_grads == trainer.global_step == 3 * 5 - 3  # epoch 1 skipped its batches 2, 3, 4
+
+
+def test_lean_step_for_a_plain_module_with_a_dataloader_of_lists():
+    make = list_batches(DictOutputModule)
     assert_same_training(make)
     model, trainer, trace = fit(make, lean=True)
-    assert model.zero_grads == trainer.global_step == 3 * 5 - 3  # epoch 1 skipped its batches 2, 3, 4
+    assert model.zero_grads == trainer.global_step == 3 * 5
     assert math.isfinite(float(trainer.callback_metrics["loss_epoch"]))
     ends = [e for e in trace.events if e[0] == "on_train_batch_end"]
     assert ends[0][3][0]["first"] is not None and set(ends[0][3][0]) == {"loss", "first"}
