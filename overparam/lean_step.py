@@ -191,12 +191,14 @@ class LeanTrainingEpochLoop(_TrainingEpochLoop):
                 self.update_lr_schedulers("epoch", update_plateau_schedulers=False)
 
         hooks.run("on_train_batch_end", batch_output, batch, batch_idx)
-        if self._results:  # something was logged with ``self.log``: merge this step's values
+        results = self._results  # what ``self.log`` wrote to in this epoch
+        if results:  # Lightning merges this step's values and writes them to the loggers
             trainer._logger_connector.on_batch_end()
-        else:  # what ``on_batch_end`` does with nothing to merge
-            self._results.batch = self._results.batch_size = None
-        self.batch_progress.increment_completed()
-        trainer._logger_connector.update_train_step_metrics()
+            self.batch_progress.increment_completed()
+            trainer._logger_connector.update_train_step_metrics()
+        else:  # what those two calls do with nothing logged
+            results.batch = results.batch_size = None
+            self.batch_progress.increment_completed()
 
     def optimize(self, hooks: StepHooks, batch: Any, batch_idx: int) -> dict:
         """``_AutomaticOptimization.run`` for one optimizer without accumulation: the closure (training

@@ -181,3 +181,20 @@ def test_lean_step_for_a_plain_module_with_a_dataloader_of_lists():
 def test_a_profiler_keeps_lightnings_loop():
     trainer = use_lean_step(pl.Trainer(**QUIET, profiler="simple"))
     assert type(trainer.fit_loop.epoch_loop) is not LeanTrainingEpochLoop
+
+
+def test_values_logged_with_self_log_reach_the_logger_as_under_lightnings_loop(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    def csv(lean: bool) -> str:
+        torch.manual_seed(0)
+        module, loader = list_batches(DictOutputModule)()
+        trainer = pl.Trainer(**{**QUIET, "logger": CSVLogger(tmp_path, name=str(lean)), "max_epochs": 2, "log_every_n_steps": 2})
+        if lean:
+            use_lean_step(trainer)
+        trainer.fit(module, train_dataloaders=loader)
+        return (tmp_path / str(lean) / "version_0" / "metrics.csv").read_text()
+
+    with torch.random.fork_rng():
+        lean, stock = csv(True), csv(False)
+    assert lean == stock and lean.count("\n") > 4  # a header and the logged steps and epochs
