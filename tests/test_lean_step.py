@@ -198,3 +198,32 @@ def test_values_logged_with_self_log_reach_the_logger_as_under_lightnings_loop(t
     with torch.random.fork_rng():
         lean, stock = csv(True), csv(False)
     assert lean == stock and lean.count("\n") > 4  # a header and the logged steps and epochs
+
+
+def test_the_default_run_with_its_callbacks_is_bit_identical_to_lightnings_loop(tmp_path, monkeypatch):
+    """configs/default.yaml as the CLI builds it (progress bar, checkpoints, summary logger, its sharpness
+    and kernel diagnostics), in minibatches, with and without the lean step."""
+    import overparam.cli
+    from overparam.cli import build_cli
+
+    def run(name: str):
+        cli = build_cli(["--trainer.max_epochs", "3", "--data.batch_size", "128", "--trainer.default_root_dir", str(tmp_path / name)])
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        return cli
+
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        lean = run("lean")
+        monkeypatch.setattr(overparam.cli, "use_lean_step", lambda trainer: trainer)
+        stock = run("stock")
+    assert lean.trainer.fit_loop.epoch_loop._hooks is not None and type(stock.trainer.fit_loop.epoch_loop) is not LeanTrainingEpochLoop
+    assert lean.trainer.global_step == stock.trainer.global_step == 3 * 16
+    for (name, a), (_, b) in zip(lean.model.state_dict().items(), stock.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    def values(cli) -> dict:  # all but the diagnostics' own timings
+        return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if not k.endswith("_seconds")}
+
+    metrics = values(lean)
+    assert metrics == values(stock)
+    assert any(k.startswith("sharpness/") for k in metrics) and any(k.startswith("kernel/") for k in metrics)
