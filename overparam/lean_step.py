@@ -18,12 +18,12 @@ Lightning does it: zero-grad, no backward, the optimizer steps over ``None`` gra
 
 It applies to a run that uses nothing in between: one device without a distributed group, the
 plain 32-bit precision plugin, automatic optimization with one optimizer, no gradient
-accumulation, a module that overrides neither ``optimizer_step`` nor ``on_train_batch_start`` (whose
--1 ends the epoch, handled differently across Lightning 2.4–2.6), and the default profiler (``--trainer.profiler
-simple`` or any profiler keeps the standard loop, so that its report names every hook). Anything
-else, the first step after a restart, and a step without backward (``StochasticWeightAveraging``'s
-last epoch) take Lightning's own ``advance``; the test suite runs
-both and checks that they train bit-identically and call the same hooks.
+accumulation, a module that overrides neither ``optimizer_step`` nor ``on_train_batch_start``
+(whose -1 ends the epoch, handled differently across Lightning 2.4–2.6), and the default profiler
+(``--trainer.profiler simple`` or any other keeps the standard loop, so that its report names every
+hook). Anything else, the first step after a restart, and a step without backward
+(``StochasticWeightAveraging``'s last epoch) take Lightning's own ``advance``; the tests run both
+and check that they train bit-identically and call the same hooks.
 """
 
 from __future__ import annotations
