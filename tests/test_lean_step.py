@@ -16,6 +16,8 @@ from lightning_modules.module import SupervisedModule
 from lightning_modules.nets.mlp import TwoLayerMLP
 from overparam.lean_step import STEP_HOOKS, LeanTrainingEpochLoop, use_lean_step
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def summary(value):
     """A comparable record of a hook argument (tensors by value, optimizers by type)."""
@@ -60,7 +62,6 @@ def fit(make, lean: bool, epochs: int = 3, **settings):
 
 def assert_same_training(make, lean_expected: bool = True, **settings) -> None:
     with torch.random.fork_rng():
-        torch.set_num_threads(1)
         ref_model, ref_trainer, ref_trace = fit(make, lean=False, **settings)
         model, trainer, trace = fit(make, lean=True, **settings)
     loop = trainer.fit_loop.epoch_loop
@@ -212,7 +213,6 @@ def test_the_default_run_with_its_callbacks_is_bit_identical_to_lightnings_loop(
         return cli
 
     with torch.random.fork_rng():
-        torch.set_num_threads(1)
         lean = run("lean")
         monkeypatch.setattr(overparam.cli, "use_lean_step", lambda trainer: trainer)
         stock = run("stock")
