@@ -108,6 +108,11 @@ def test_lean_step_with_gradient_clipping_full_batch_and_validation():
     assert_same_training(make, gradient_clip_val=0.05, limit_val_batches=None, check_val_every_n_epoch=2, epochs=4)
 
 
+def test_lean_step_with_validation_within_the_epoch_and_a_step_limit():
+    make = lambda: (SupervisedModule(TwoLayerMLP(5, 16, 1), seed=1, lr=0.1, momentum=0.9), mixture())  # noqa: E731
+    assert_same_training(make, val_check_interval=3, limit_val_batches=None, max_steps=10, epochs=5)
+
+
 def test_diverging_run_stops_at_the_same_step_with_the_last_finite_weights():
     make = lambda: (SupervisedModule(TwoLayerMLP(5, 16, 1), seed=1, **CASES["diverges"]), mixture())  # noqa: E731
     model, trainer, _ = fit(make, lean=True)
