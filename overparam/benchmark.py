@@ -175,7 +175,7 @@ def training_loop_rows(quick: bool, device: torch.device) -> list[dict]:
 
 def training_loop_rows_now(quick: bool, device: torch.device) -> list[dict]:
     rows = []
-    repeats = 3 if quick else 5
+    repeats = 5  # pairs, best of each: on a shared machine a single slow stretch should not decide a row
     # Full batch on the benchmark problem (d=64, width 1024, n=2048): one GD step per epoch.
     epochs = 60 if quick else 200
     args = (64, 1024, 2048, None, epochs, 10)
@@ -229,11 +229,11 @@ def training_loop_rows_now(quick: bool, device: torch.device) -> list[dict]:
             "configs/default.yaml model and data, whole-set metrics every epoch, in both",
         )
     )
-    # Minibatch SGD (batch 128): 16 steps per epoch; 224 timed steps and five pairs even in --quick (a
-    # quarter of a second a run), since its margin is a tenth of a millisecond a step.
+    # Minibatch SGD (batch 128): 16 steps per epoch; 224 timed steps even in --quick (a quarter of a
+    # second a run), since its margin is a tenth of a millisecond a step.
     margs = (64, 1024, 2048, 128, 15, 16)
     ours, ref = paired(
-        5,
+        repeats,
         lambda: lightning_seconds_per_step(*margs, evaluate=False, device=device),
         lambda: plain_seconds_per_step(*margs, evaluate=False, device=device),
     )
